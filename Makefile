@@ -1,0 +1,42 @@
+# shopimind-connector — developer entry points. Needs only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+DEMO_DIR ?= .demo
+
+.PHONY: venv demo test lint typecheck unit bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## make demo: build the SQLite demo shop, start the local sandbox, sync, change rows, sync again
+demo: $(STAMP)
+	$(PY) -m connector.demo --dir $(DEMO_DIR)
+
+## make test: lint, type-check and run the whole suite
+test: $(STAMP) lint typecheck
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check connector tests
+	$(BIN)/ruff format --check connector tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict connector
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+## make bench: benchmark suite (not part of make test); writes BENCHMARKS.md
+bench: $(STAMP)
+	$(PY) -m pytest -q tests/benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
