@@ -555,7 +555,9 @@ def check_item(resource: Resource, item: object) -> ItemCheck:
     return result
 
 
-def _check_object(fields: tuple[Field, ...], item: dict[str, object], prefix: str, out: ItemCheck) -> None:
+def _check_object(
+    fields: tuple[Field, ...], item: dict[str, object], prefix: str, out: ItemCheck
+) -> None:
     known = {f.name: f for f in fields}
     for name in item:
         if name not in known and name not in ("source_label", "label_source"):
@@ -599,11 +601,14 @@ def _check_value(f: Field, v: object, path: str, out: ItemCheck) -> None:
         if not (isinstance(v, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", v)):
             bad("a date YYYY-MM-DD")
     elif t in ("id_string", "id_number"):
-        if not (isinstance(v, str) and v != "") and not (isinstance(v, int) and not isinstance(v, bool)):
+        if not (isinstance(v, str) and v != "") and not (
+            isinstance(v, int) and not isinstance(v, bool)
+        ):
             bad("an id (string or integer)")
     elif t in ("id_strings", "id_numbers"):
         if not isinstance(v, list) or not all(
-            (isinstance(x, str) and x) or (isinstance(x, int) and not isinstance(x, bool)) for x in v
+            (isinstance(x, str) and x) or (isinstance(x, int) and not isinstance(x, bool))
+            for x in v
         ):
             bad("an array of ids")
     elif t == "lang":
@@ -629,4 +634,3 @@ def _check_value(f: Field, v: object, path: str, out: ItemCheck) -> None:
                     out.errors.append(FieldError(f"{path}[{i}]", "must be an object"))
                 else:
                     _check_object(f.fields, el, f"{path}[{i}].", out)
-

@@ -28,7 +28,9 @@ def zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name like 'Europe/Paris')") from exc
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name like 'Europe/Paris')"
+        ) from exc
 
 
 def utc_now() -> datetime:

@@ -1,0 +1,271 @@
+"""The ``shopimind-connector`` command line.
+
+Exit codes: 0 success; 1 a pass failed or the API refused the key; 2 invalid config, mapping
+files or state database version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from connector import __version__, logsetup
+from connector.config import Config, load_config
+from connector.errors import ConnectorError, FatalError, MappingError
+from connector.mapping import load_mappings
+
+log = logging.getLogger("connector")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="config file (default: ./config.toml, "
+        "/etc/shopimind-connector/config.toml, or $SHOPIMIND_CONNECTOR_CONFIG)",
+    )
+    common.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    common.add_argument(
+        "--log-format", default="auto", choices=["auto", "human", "journal", "json"]
+    )
+
+    p = argparse.ArgumentParser(
+        prog="shopimind-connector",
+        description="Sync an in-house shop's SQL database into ShopiMind.",
+        parents=[common],
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, parents=[common])
+
+    c = cmd(
+        "check", "validate the config and mapping files, then check them against the shop database"
+    )
+    c.add_argument("--offline", action="store_true", help="do not connect to the shop database")
+
+    c = cmd(
+        "preview",
+        "print the exact JSON items a mapping would send next (no API call, no cursor move)",
+    )
+    c.add_argument("mapping")
+    c.add_argument("--limit", type=int, default=5, help="rows to show (default 5)")
+
+    c = cmd("sync", "run one pass of every mapping (or of the named ones), then exit")
+    c.add_argument(
+        "--mapping", "-m", action="append", default=[], help="only this mapping (repeatable)"
+    )
+
+    cmd("run", "run as a service: a pass of every mapping each poll interval until SIGTERM")
+
+    c = cmd("status", "per mapping: cursor, last run, rows behind, rejected items")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+
+    c = cmd("reset", "move a mapping's cursor back (re-send from a time), or to the start")
+    c.add_argument("mapping")
+    c.add_argument(
+        "--to",
+        metavar="TIMESTAMP",
+        help="shop-local time like '2026-05-01 00:00' (default: the start)",
+    )
+
+    c = cmd("rejected", "rejected items kept in the state database")
+    rsub = c.add_subparsers(dest="rejected_command", required=True, metavar="ACTION")
+    rl = rsub.add_parser("list", help="list open rejected items", parents=[common])
+    rl.add_argument("--mapping", "-m")
+    rl.add_argument("--limit", type=int, default=50)
+    rl.add_argument("--json", action="store_true")
+
+    c = cmd("db", "state database maintenance")
+    dsub = c.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    dsub.add_parser("upgrade", help="create or upgrade the state database schema", parents=[common])
+
+    c = cmd("sandbox", "serve the local ShopiMind sandbox on loopback (for tests and demos)")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8765)
+    c.add_argument(
+        "--api-key-env",
+        default="SHOPIMIND_API_KEY",
+        help="environment variable holding the key the sandbox accepts",
+    )
+    c.add_argument("--requests-per-minute", type=int, default=600)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logsetup.setup(args.log_level, args.log_format)
+    try:
+        return _dispatch(args)
+    except FatalError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    except ConnectorError as exc:
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _error(message: str) -> None:
+    print(f"error: {logsetup.REDACT.redact(message)}", file=sys.stderr)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config)
+    logsetup.REDACT.add(cfg.secret_values())
+    return cfg
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sandbox":
+        return _sandbox(args)
+    cfg = _config(args)
+    handler = {
+        "check": _check,
+        "preview": _preview,
+        "sync": _sync,
+        "run": _run,
+        "status": _status,
+        "reset": _reset,
+        "rejected": _rejected,
+        "db": _db,
+    }[args.command]
+    return handler(cfg, args)
+
+
+def _check(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.source.reader import ShopReader
+
+    mappings = load_mappings(cfg.mappings_path)
+    print(f"config ok: {cfg.file}")
+    print(f"{len(mappings)} mapping file(s) valid: {', '.join(m.name for m in mappings)}")
+    if args.offline:
+        return 0
+    with ShopReader(cfg.source_url(), connect_timeout=cfg.source.connect_timeout) as reader:
+        problems = [p for m in mappings for p in reader.check(m)]
+    for p in problems:
+        print(str(p), file=sys.stderr)
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        raise MappingError(errors)
+    print(f"shop database ok: every mapped table and column exists ({len(problems)} warning(s))")
+    return 0
+
+
+def _preview(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.preview import preview
+
+    return preview(cfg, args.mapping, args.limit)
+
+
+def _sync(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.progress import Progress
+    from connector.runtime import Runtime
+
+    with Runtime.open(cfg, only=args.mapping or None) as rt:
+        with Progress(enabled=sys.stderr.isatty()) as progress:
+            results = rt.run_once(progress.update)
+    print(_table(results))
+    return 0 if all(r.outcome == "ok" for r in results) else 1
+
+
+def _table(results: Sequence[Any]) -> str:
+    head = f"{'mapping':<24} {'outcome':<11} {'read':>7} {'sent':>7} {'accepted':>8} {'rejected':>8} {'deleted':>7}"
+    lines = [head]
+    for r in results:
+        c = r.counts
+        lines.append(
+            f"{r.mapping:<24} {r.outcome:<11} {c.rows_read:>7} {c.items_sent:>7} {c.accepted:>8} "
+            f"{c.rejected:>8} {c.deleted:>7}"
+        )
+    return "\n".join(lines)
+
+
+def _run(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.runtime import Runtime
+    from connector.service import Service
+
+    with Runtime.open(cfg) as rt:
+        return Service(rt).run()
+
+
+def _status(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.status import collect_status, format_status
+
+    rows = collect_status(cfg)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(format_status(rows))
+    return 0
+
+
+def _reset(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.status import reset
+
+    print(reset(cfg, args.mapping, args.to))
+    return 0
+
+
+def _rejected(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.runtime import load_state
+
+    with load_state(cfg) as store:
+        items = store.list_rejects(args.mapping, limit=args.limit)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in items], indent=2, default=str))
+        return 0
+    if not items:
+        print("no open rejected items")
+        return 0
+    for r in items:
+        print(
+            f"#{r.id} {r.mapping} key={r.key} source={r.source} attempts={r.attempts} last={_ts(r.last_seen)}"
+        )
+        print(f"    errors: {json.dumps(r.errors, default=str)[:500]}")
+    return 0
+
+
+def _ts(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _db(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.state.store import StateStore
+
+    with StateStore(cfg.state_url()) as store:
+        before, after = store.upgrade()
+        where = store.url_for_display
+    if before == after:
+        print(f"state database {where} already at revision {after}")
+    else:
+        print(f"state database {where} upgraded: {before or 'empty'} -> {after}")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    import os
+
+    from connector.sandbox import serve
+
+    key = os.environ.get(args.api_key_env, "")
+    if not key:
+        _error(f"set {args.api_key_env} to the API key the sandbox should accept")
+        return 2
+    serve(args.host, args.port, {key}, args.requests_per_minute)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The connector's configuration file: TOML, validated by pydantic, unknown keys refused.
+
+Secrets never live in the file itself: the database password and the API key come from an
+environment variable, a file, or systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import tzinfo
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from connector import timeutil
+from connector.errors import ConfigError
+
+Duration = Annotated[float, BeforeValidator(timeutil.parse_duration)]
+
+DEFAULT_CONFIG_PATHS = (
+    Path("config.toml"),
+    Path("/etc/shopimind-connector/config.toml"),
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    url: str = Field(description="SQLAlchemy URL of the shop database, without the password")
+    password_env: str | None = None
+    password_file: str | None = None
+    password_credential: str | None = "db_password"
+    timezone: str = "UTC"
+    safety_lag: Duration = 2.0
+    connect_timeout: Duration = 10.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        timeutil.zone(v)
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            u = sa.engine.make_url(v)
+        except sa.exc.ArgumentError as exc:
+            raise ValueError(
+                "not a SQLAlchemy database URL (e.g. 'postgresql+psycopg://shop@db/shop')"
+            ) from exc
+        if u.password:
+            raise ValueError(
+                "the URL contains a password; remove it and set source.password_env or "
+                "source.password_file instead (secrets must not sit in the config file)"
+            )
+        return v
+
+
+class ShopimindConfig(_Strict):
+    base_url: str = "https://core.shopimind.com"
+    api_key_env: str | None = "SHOPIMIND_API_KEY"
+    api_key_file: str | None = None
+    api_key_credential: str | None = "api_key"
+    requests_per_minute: int = Field(600, ge=1, le=100_000)
+    timeout: Duration = 30.0
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff_base: Duration = 1.0
+    backoff_cap: Duration = 30.0
+    id_data_source: int | None = None
+
+
+class StateConfig(_Strict):
+    url: str = "sqlite:///state/connector-state.sqlite"
+
+
+class SyncConfig(_Strict):
+    mappings_dir: str = "mappings"
+    poll_interval: Duration = 60.0
+    page_size: int = Field(500, ge=1, le=100_000)
+    only: list[str] = Field(default_factory=list)
+
+
+class Config(_Strict):
+    source: SourceConfig
+    shopimind: ShopimindConfig = ShopimindConfig()
+    state: StateConfig = StateConfig()
+    sync: SyncConfig = SyncConfig()
+
+    # where the file was read from; relative paths are resolved against its folder
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    file: str = Field(default="<memory>", exclude=True)
+
+    @property
+    def shop_tz(self) -> tzinfo:
+        return timeutil.zone(self.source.timezone)
+
+    @property
+    def mappings_path(self) -> Path:
+        return _resolve(self.base_dir, self.sync.mappings_dir)
+
+    def state_url(self) -> str:
+        return _resolve_sqlite(self.base_dir, self.state.url)
+
+    def source_url(self) -> sa.URL:
+        """The shop database URL with the password filled in from its secret source."""
+        url = sa.engine.make_url(_resolve_sqlite(self.base_dir, self.source.url))
+        password = read_secret(
+            "shop database password",
+            env=self.source.password_env,
+            file=self.source.password_file,
+            credential=self.source.password_credential,
+            base_dir=self.base_dir,
+            required=False,
+        )
+        if password is not None:
+            url = url.set(password=password)
+        return url
+
+    def api_key(self) -> str:
+        key = read_secret(
+            "ShopiMind API key",
+            env=self.shopimind.api_key_env,
+            file=self.shopimind.api_key_file,
+            credential=self.shopimind.api_key_credential,
+            base_dir=self.base_dir,
+            required=True,
+        )
+        assert key is not None
+        return key
+
+    def secret_values(self) -> list[str]:
+        """Every secret this config can read, for log redaction (missing ones are skipped)."""
+        out: list[str] = []
+        for getter in (self.api_key, lambda: self.source_url().password):
+            try:
+                v = getter()
+            except ConfigError:
+                continue
+            if isinstance(v, str) and v:
+                out.append(v)
+        return out
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def _resolve_sqlite(base: Path, url: str) -> str:
+    """Relative SQLite paths are relative to the config file's folder."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url[len("sqlite:///") :]
+        if rel and rel != ":memory:":
+            return "sqlite:///" + str(_resolve(base, rel).resolve())
+    return url
+
+
+def read_secret(
+    what: str,
+    *,
+    env: str | None,
+    file: str | None,
+    credential: str | None,
+    base_dir: Path,
+    required: bool,
+) -> str | None:
+    """A secret from (in order) an explicit file, the environment, or systemd credentials."""
+    if file:
+        path = _resolve(base_dir, file)
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what} from file {path}: {exc.strerror}") from None
+    if env and os.environ.get(env):
+        return os.environ[env].strip()
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credential and cred_dir and (Path(cred_dir) / credential).is_file():
+        return (Path(cred_dir) / credential).read_text(encoding="utf-8").strip()
+    if required:
+        where = [f"environment variable {env}" for _ in [1] if env] + [
+            "file (set *_file)" if not file else f"file {file}"
+        ]
+        if credential:
+            where.append(f"systemd credential '{credential}'")
+        raise ConfigError(
+            f"the {what} is missing: provide it through the " + " or the ".join(where)
+        )
+    return None
+
+
+def _format_validation(exc: ValidationError, file: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; config.example.toml lists every key)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {file}: {loc}: {msg}")
+    return (
+        f"invalid configuration ({len(lines)} problem{'s' if len(lines) > 1 else ''}):\n"
+        + "\n".join(lines)
+    )
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file; ConfigError (exit code 2) says what and where."""
+    if path is None:
+        env_path = os.environ.get("SHOPIMIND_CONNECTOR_CONFIG")
+        if env_path:
+            path = env_path
+        else:
+            path = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+            if path is None:
+                raise ConfigError(
+                    "no configuration file: pass --config FILE (or set SHOPIMIND_CONNECTOR_CONFIG); "
+                    "start from config.example.toml"
+                )
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: TOML syntax error: {exc}") from None
+    return config_from_dict(data, base_dir=p.resolve().parent, file=str(p))
+
+
+def config_from_dict(data: dict[str, Any], *, base_dir: Path, file: str = "<memory>") -> Config:
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir, "file": file})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, file)) from None
+
+
+__all__ = ["Config", "SecretStr", "config_from_dict", "load_config", "read_secret"]

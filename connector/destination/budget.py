@@ -1,0 +1,72 @@
+"""One request budget per API key, shared by every mapping and thread.
+
+A token bucket refilled at ``(rpm - burst) / 60`` tokens a second with room for ``burst`` tokens
+never lets more than ``rpm`` requests through in any sliding 60-second window, which is what an
+API counting "requests per minute" checks. A 429 pauses the whole bucket for its Retry-After.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class Budget:
+    def __init__(
+        self,
+        requests_per_minute: int,
+        *,
+        burst: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if requests_per_minute < 1:
+            raise ValueError("requests_per_minute must be at least 1")
+        self.rpm = requests_per_minute
+        self.burst = max(
+            1,
+            min(
+                burst if burst is not None else requests_per_minute // 60,
+                requests_per_minute // 2 or 1,
+            ),
+        )
+        self.rate = max(requests_per_minute - self.burst, 1) / 60.0
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = float(self.burst)
+        self._last = clock()
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+        self.waited = 0.0  # total seconds callers spent waiting (metrics)
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+
+    def reserve(self) -> float:
+        """Take one token; return how long the caller must wait before using it."""
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            self._tokens -= 1.0
+            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+            wait = max(wait, self._paused_until - now)
+            self.waited += wait
+            return wait
+
+    def acquire(self, stop: threading.Event | None = None) -> float:
+        """Block until a request may be sent; returns the seconds waited."""
+        wait = self.reserve()
+        if wait > 0:
+            if stop is not None:
+                stop.wait(wait)
+            else:
+                self._sleep(wait)
+        return wait
+
+    def pause(self, seconds: float) -> None:
+        """The API said 429: nobody sends for ``seconds``."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+            self._tokens = min(self._tokens, 0.0)

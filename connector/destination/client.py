@@ -1,0 +1,268 @@
+"""The ShopiMind HTTP client: budget, retries, envelopes; httpx errors end here.
+
+``send_items`` posts one batch and returns what the API accepted and rejected. A batch is retried
+on 408/429/5xx and transport errors with capped exponential backoff and jitter (Retry-After wins);
+a 400 without ``rejected_items`` on a batch of several items is split in halves (oversized batch).
+401/403 raise ``AuthError`` (the key is never printed); retries exhausted raise ``DeliveryError``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from connector import __version__
+from connector.destination.budget import Budget
+from connector.errors import AuthError, DeliveryError
+
+log = logging.getLogger("connector.api")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 300.0
+
+
+@dataclass
+class BatchResult:
+    """What the API did with one batch (possibly sent as several requests after splits)."""
+
+    sent_count: int = 0
+    rejected: list[tuple[int, Any]] = field(default_factory=list)  # (index in batch, entry)
+    requests: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 5
+    base: float = 1.0
+    cap: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
+        return min(self.base * 2 ** (attempt - 1) + random.uniform(0, self.base / 2), self.cap)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+class ApiClient:
+    """Thread-safe; whoever creates it closes it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        budget: Budget,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        stop: threading.Event | None = None,
+        on_request: Callable[[str, int | None, float], None] | None = None,
+    ) -> None:
+        self.budget = budget
+        self.retry = retry or RetryPolicy()
+        self.stop = stop or threading.Event()
+        self.on_request = on_request
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={
+                "spm-api-key": api_key,
+                "Accept": "application/json",
+                "User-Agent": f"shopimind-connector/{__version__}",
+            },
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+        self.base_url = base_url.rstrip("/")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- one request with retries -------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        what: str = "",
+    ) -> httpx.Response:
+        """Send with budget and retries; returns the final response (any non-retried status)."""
+        what = what or f"{method} {path}"
+        attempt = 0
+        while True:
+            self.budget.acquire(self.stop)
+            started = time.monotonic()
+            status: int | None = None
+            retry_after: float | None = None
+            try:
+                resp = self._http.request(method, path, json=body, params=params, headers=headers)
+                status = resp.status_code
+            except httpx.TimeoutException as exc:
+                cause = f"timed out ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                cause = f"connection failed ({type(exc).__name__}: {exc})"
+            finally:
+                if self.on_request:
+                    self.on_request(path, status, time.monotonic() - started)
+            if status is not None:
+                if status in (401, 403):
+                    raise AuthError(_auth_message(status, self.base_url))
+                if status not in RETRY_STATUSES:
+                    return resp
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                if status == 429:
+                    self.budget.pause(
+                        retry_after if retry_after is not None else self.retry.delay(attempt + 1)
+                    )
+                cause = f"HTTP {status}"
+            attempt += 1
+            if attempt > self.retry.max_retries or self.stop.is_set():
+                raise DeliveryError(
+                    f"{what}: {cause}; gave up after {attempt} attempt{'s' if attempt > 1 else ''}"
+                    + (" (stopping)" if self.stop.is_set() else "")
+                )
+            delay = self.retry.delay(attempt, retry_after)
+            log.warning(
+                "%s: %s; retry %d/%d in %.1fs", what, cause, attempt, self.retry.max_retries, delay
+            )
+            if self.stop.wait(delay):
+                raise DeliveryError(
+                    f"{what}: {cause}; not retried because the connector is stopping"
+                )
+
+    # --- bulk writes ----------------------------------------------------------------------------
+
+    def send_items(self, path: str, items: Sequence[Any], *, what: str = "") -> BatchResult:
+        """POST a JSON array; split on an oversized-batch 400; collect rejected entries."""
+        result = BatchResult()
+        self._send(path, list(items), 0, result, what or path)
+        return result
+
+    def _send(
+        self, path: str, items: list[Any], offset: int, result: BatchResult, what: str
+    ) -> None:
+        resp = self.request("POST", path, items, what=what)
+        result.requests += 1
+        result.statuses[resp.status_code] = result.statuses.get(resp.status_code, 0) + 1
+        body = _json(resp)
+        if resp.status_code in (400, 413, 422) and not _has_rejections(body):
+            if len(items) > 1:
+                half = len(items) // 2
+                log.warning(
+                    "%s: HTTP %d on %d items; splitting the batch",
+                    what,
+                    resp.status_code,
+                    len(items),
+                )
+                self._send(path, items[:half], offset, result, what)
+                self._send(path, items[half:], offset + half, result, what)
+                return
+            result.rejected.append((offset, {"status": resp.status_code, "body": body}))
+            return
+        if resp.status_code >= 400 and not _has_rejections(body):
+            raise DeliveryError(f"{what}: unexpected HTTP {resp.status_code}: {_excerpt(body)}")
+        if not isinstance(body, dict):
+            raise DeliveryError(f"{what}: the answer is not the bulk envelope: {_excerpt(body)}")
+        entries = body.get("rejected_items") or []
+        matched = _match_rejections(entries, items)
+        for idx, entry in matched:
+            result.rejected.append((offset + idx if idx is not None else -1, entry))
+        sent = body.get("sent_count")
+        result.sent_count += int(sent) if isinstance(sent, int) else len(items) - len(matched)
+
+    def delete_ids(self, path: str, body_key: str, ids: Sequence[Any], *, what: str = "") -> None:
+        resp = self.request("POST", path, {body_key: list(ids)}, what=what or path)
+        if resp.status_code >= 400:
+            raise DeliveryError(f"{what or path}: HTTP {resp.status_code}: {_excerpt(_json(resp))}")
+
+
+def _auth_message(status: int, base_url: str) -> str:
+    if status == 401:
+        return (
+            f"ShopiMind ({base_url}) answered 401 Unauthorized: the API key is missing or invalid. "
+            "Check the key set through shopimind.api_key_env / api_key_file / the 'api_key' "
+            "credential (the key itself is not shown)."
+        )
+    return (
+        f"ShopiMind ({base_url}) answered 403 Forbidden: this API key is not allowed to write this "
+        "resource (integration inactive or key without write access)."
+    )
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return resp.text[:500]
+
+
+def _excerpt(body: Any) -> str:
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    return text[:300]
+
+
+def _has_rejections(body: Any) -> bool:
+    return (
+        isinstance(body, dict)
+        and isinstance(body.get("rejected_items"), list)
+        and bool(body["rejected_items"])
+    )
+
+
+def _match_rejections(entries: list[Any], items: list[Any]) -> list[tuple[int | None, Any]]:
+    """Pair each rejected entry with the index of the item it names.
+
+    The entry's key names are not documented, so: an integer ``index`` (or ``idx``/``position``)
+    in range wins; else an entry that embeds an item equal to one we sent; else unmatched.
+    """
+    out: list[tuple[int | None, Any]] = []
+    for entry in entries:
+        idx: int | None = None
+        if isinstance(entry, dict):
+            for k in ("index", "idx", "position"):
+                v = entry.get(k)
+                if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(items):
+                    idx = v
+                    break
+            if idx is None:
+                for k in ("item", "payload", "data", "object"):
+                    if k in entry and entry[k] in items:
+                        idx = items.index(entry[k])
+                        break
+        out.append((idx, entry))
+    return out

@@ -1,0 +1,209 @@
+"""Compile a validated mapping once into plain per-row functions.
+
+A compiled mapping turns a row (a ``dict`` of column → value) and its child rows into an API item,
+or into the list of reasons it cannot (bad data: the row is kept as a rejected item).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any
+
+from connector import timeutil
+from connector.mapping.convert import CONVERSIONS, NULL_AWARE, coerce, to_string
+from connector.mapping.spec import NO_DEFAULT, ChildSpec, Mapping, ObjectSpec, ValueSpec
+from connector.registry import Field
+
+Row = dict[str, Any]
+_MISSING: Any = object()
+
+
+class FieldProblem(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+def get_column(row: Row, column: str) -> Any:
+    v = row.get(column, _MISSING)
+    if v is _MISSING:
+        v = row.get(column.lower(), _MISSING)
+        if v is _MISSING:
+            raise KeyError(column)
+    return v
+
+
+def _source_fn(spec: ValueSpec) -> Callable[[Row], Any]:
+    if spec.kind == "const":
+        const = spec.const
+        return lambda row: const
+    if spec.kind == "column":
+        col = spec.column
+        assert col is not None
+
+        def column(row: Row) -> Any:
+            return get_column(row, col)
+
+        return column
+    if spec.kind == "concat":
+        cols, sep = spec.columns, spec.sep
+
+        def concat(row: Row) -> Any:
+            parts = [get_column(row, c) for c in cols]
+            kept = [to_string(p) for p in parts if p is not None and p != ""]
+            return sep.join(kept) if kept else None
+
+        return concat
+    template = spec.template
+    assert template is not None
+    names = [n for _, n, _, _ in string.Formatter().parse(template) if n]
+
+    def render(row: Row) -> Any:
+        values = {n.split(".")[0].split("[")[0]: None for n in names}
+        for n in values:
+            v = get_column(row, n)
+            values[n] = "" if v is None else to_string(v)
+        return template.format(**values)
+
+    return render
+
+
+def compile_value(spec: ValueSpec, fdef: Field, shop_tz: tzinfo) -> Callable[[Row], Any]:
+    """row → API value, raising FieldProblem for bad data."""
+    source = _source_fn(spec)
+    steps = [(name, CONVERSIONS[name]) for name in spec.converts]
+    vmap, map_default, default = spec.value_map, spec.map_default, spec.default
+    tz = timeutil.zone(spec.timezone) if spec.timezone else shop_tz
+    path = spec.path
+
+    def value(row: Row) -> Any:
+        try:
+            v = source(row)
+        except KeyError as exc:
+            raise FieldProblem(path, f"column {exc.args[0]!r} is not in the source row") from None
+        try:
+            for name, fn in steps:
+                if v is not None or name in NULL_AWARE:
+                    v = fn(v)
+        except ValueError as exc:
+            raise FieldProblem(path, str(exc)) from None
+        if vmap is not None and v is not None:
+            k = to_string(v)
+            if k in vmap:
+                v = vmap[k]
+            elif map_default is not NO_DEFAULT:
+                v = map_default
+            else:
+                raise FieldProblem(
+                    path, f"value {k!r} is not in the value map (add it, or set a default)"
+                )
+        if v is None and default is not NO_DEFAULT:
+            v = default
+        if v is None:
+            if fdef.required:
+                what = f"column {spec.column!r} is NULL" if spec.column else "the value is NULL"
+                raise FieldProblem(path, f"required by the API but {what}")
+            return None
+        try:
+            return coerce(fdef, v, tz)
+        except ValueError as exc:
+            raise FieldProblem(path, str(exc)) from None
+
+    return value
+
+
+@dataclass(frozen=True)
+class Built:
+    item: dict[str, Any] | None
+    problems: tuple[str, ...] = ()
+
+
+ObjectFn = Callable[[Row, list[str]], dict[str, Any]]
+
+
+def _compile_object(
+    specs: dict[str, ValueSpec], defs: tuple[Field, ...], shop_tz: tzinfo
+) -> ObjectFn:
+    by_name = {f.name: f for f in defs}
+    fns = [(name, compile_value(spec, by_name[name], shop_tz)) for name, spec in specs.items()]
+
+    def build(row: Row, problems: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, fn in fns:
+            try:
+                out[name] = fn(row)
+            except FieldProblem as exc:
+                problems.append(str(exc))
+        return out
+
+    return build
+
+
+def _compile_child(
+    child: ChildSpec, fdef: Field, shop_tz: tzinfo
+) -> Callable[[list[Row], list[str]], list[Any]]:
+    if child.value is not None:
+        item_def = Field(fdef.name, "id_string" if fdef.type == "id_strings" else "id_number", True)
+        one = compile_value(child.value, item_def, shop_tz)
+
+        def ids(rows: list[Row], problems: list[str]) -> list[Any]:
+            out = []
+            for r in rows:
+                try:
+                    out.append(one(r))
+                except FieldProblem as exc:
+                    problems.append(str(exc))
+            return out
+
+        return ids
+    build = _compile_object(child.fields, fdef.fields, shop_tz)
+
+    def objects(rows: list[Row], problems: list[str]) -> list[Any]:
+        return [build(r, problems) for r in rows]
+
+    return objects
+
+
+class CompiledMapping:
+    """A mapping compiled into functions; ``build`` is called once per row."""
+
+    def __init__(self, mapping: Mapping, shop_tz: tzinfo, id_data_source: int | None = None):
+        self.mapping = mapping
+        res = mapping.resource
+        plain: dict[str, ValueSpec] = {}
+        objects: list[tuple[str, ObjectFn]] = []
+        for name, spec in mapping.fields.items():
+            fdef = res.field(name)
+            assert fdef is not None
+            if isinstance(spec, ObjectSpec):
+                objects.append((name, _compile_object(spec.fields, fdef.fields, shop_tz)))
+            else:
+                plain[name] = spec
+        self._plain = _compile_object(plain, res.fields, shop_tz)
+        self._objects = objects
+        self._children = []
+        for name, child in mapping.children.items():
+            fdef = res.field(name)
+            assert fdef is not None
+            self._children.append((name, _compile_child(child, fdef, shop_tz)))
+        self._extra: dict[str, Any] = {}
+        if id_data_source is not None and res.accepts_data_source and "id_data_source" not in plain:
+            self._extra["id_data_source"] = id_data_source
+        self._field_order = [f.name for f in res.fields]
+
+    def build(self, row: Row, children: dict[str, list[Row]] | None = None) -> Built:
+        problems: list[str] = []
+        item = self._plain(row, problems)
+        for name, fn in self._objects:
+            item[name] = fn(row, problems)
+        for name, cfn in self._children:
+            item[name] = cfn((children or {}).get(name, []), problems)
+        if problems:
+            return Built(None, tuple(problems))
+        item.update(self._extra)
+        ordered = {k: item[k] for k in self._field_order if k in item}
+        return Built(ordered)

@@ -1,0 +1,146 @@
+"""Wiring: build the reader, client, budget and state store from a config, and close them.
+
+``Runtime`` is what every command uses; it owns (creates and closes) the engines and the HTTP
+client, and runs passes of the configured mappings in the API's dependency order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from connector.config import Config
+from connector.destination.budget import Budget
+from connector.destination.client import ApiClient, RetryPolicy
+from connector.mapping import CompiledMapping, Mapping, load_mappings
+from connector.source.reader import ShopReader
+from connector.state.store import StateStore
+from connector.sync import MappingSync, PassResult, ProgressFn
+
+log = logging.getLogger("connector")
+
+
+def load_state(config: Config, *, check: bool = True) -> StateStore:
+    store = StateStore(config.state_url())
+    if check:
+        try:
+            store.ensure_current(hint=f"--config {config.file}")
+        except Exception:
+            store.close()
+            raise
+    return store
+
+
+@dataclass
+class Runtime:
+    config: Config
+    mappings: list[Mapping]
+    store: StateStore
+    reader: ShopReader
+    client: ApiClient | None
+    stop: threading.Event = field(default_factory=threading.Event)
+    compiled: dict[str, CompiledMapping] = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls,
+        config: Config,
+        *,
+        only: Sequence[str] | None = None,
+        with_api: bool = True,
+        transport: httpx.BaseTransport | None = None,
+        stop: threading.Event | None = None,
+        on_request: Callable[[str, int | None, float], None] | None = None,
+    ) -> Runtime:
+        """Load mappings, open the state store (schema checked), the shop DB and the API client."""
+        mappings = load_mappings(config.mappings_path, list(only or config.sync.only) or None)
+        stop = stop or threading.Event()
+        store = load_state(config)
+        reader = None
+        try:
+            reader = ShopReader(config.source_url(), connect_timeout=config.source.connect_timeout)
+            client = None
+            if with_api:
+                sm = config.shopimind
+                client = ApiClient(
+                    sm.base_url,
+                    config.api_key(),
+                    budget=Budget(sm.requests_per_minute),
+                    timeout=sm.timeout,
+                    retry=RetryPolicy(sm.max_retries, sm.backoff_base, sm.backoff_cap),
+                    transport=transport,
+                    stop=stop,
+                    on_request=on_request,
+                )
+        except BaseException:
+            if reader is not None:
+                reader.close()
+            store.close()
+            raise
+        rt = cls(config, mappings, store, reader, client, stop)
+        for m in mappings:
+            rt.compiled[m.name] = CompiledMapping(
+                m, config.shop_tz, config.shopimind.id_data_source
+            )
+        return rt
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.reader.close()
+        self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def syncer(self, name: str, progress: ProgressFn | None = None) -> MappingSync:
+        assert self.client is not None, "runtime opened without the API client"
+        return MappingSync(
+            self.compiled[name],
+            reader=self.reader,
+            client=self.client,
+            store=self.store,
+            shop_tz=self.config.shop_tz,
+            safety_lag=self.config.source.safety_lag,
+            page_size=self.config.sync.page_size,
+            stop=self.stop,
+            progress=progress,
+        )
+
+    def run_once(self, progress: ProgressFn | None = None) -> list[PassResult]:
+        """One pass of every enabled mapping, in dependency order."""
+        results = []
+        for m in self.mappings:
+            if not m.enabled or self.stop.is_set():
+                continue
+            res = self.syncer(m.name, progress).run_pass()
+            log_pass(res)
+            results.append(res)
+        return results
+
+
+def log_pass(res: PassResult) -> None:
+    c = res.counts
+    cursor = "-" if res.cursor is None else _short(res.cursor.value)
+    line = (
+        f"{res.mapping}: {res.outcome} read={c.rows_read} sent={c.items_sent} accepted={c.accepted} "
+        f"rejected={c.rejected} unchanged={c.unchanged} deleted={c.deleted} "
+        f"requests={c.requests} took={res.seconds:.2f}s cursor={cursor}"
+    )
+    if res.outcome == "ok":
+        log.info(line)
+    elif res.outcome == "interrupted":
+        log.warning(line)
+    else:
+        log.error("%s; cause: %s; the cursor was kept, the next pass retries", line, res.message)
+
+
+def _short(value: object) -> str:
+    return str(value)[:32]

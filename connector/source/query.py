@@ -1,0 +1,260 @@
+"""Pure query building for change capture: no connection, no I/O.
+
+A pass reads pages ordered by ``(cursor, key...)``. The first page starts at a position (inclusive
+of the lookback window), every following page starts strictly after the last row read, compared as
+a tuple — never ``>=`` on the cursor alone — so rows sharing one timestamp across a page boundary
+are neither lost nor read twice. The pass stops at an upper bound taken once from the database's
+own clock minus a safety lag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+import sqlalchemy as sa
+
+from connector.mapping.spec import ChildSpec, SourceSpec
+
+CURSOR_LABEL = "__connector_cursor"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page starts: rows with (cursor, key) strictly after (value, key).
+
+    ``key=None`` means "every row whose cursor is >= value" (the start of a lookback window).
+    """
+
+    value: Any
+    key: tuple[Any, ...] | None
+
+
+def relation(table: str | None, query: str | None, columns: Sequence[str]) -> sa.FromClause:
+    """A selectable for a table name or a user SELECT, exposing ``columns`` as ``.c``."""
+    cols = [sa.column(c) for c in dict.fromkeys(columns)]
+    if table is not None:
+        schema, _, name = table.rpartition(".")
+        return sa.table(name, *cols, schema=schema or None)
+    assert query is not None
+    return sa.text(query).columns(*cols).subquery("src")
+
+
+def source_relation(spec: SourceSpec, extra: Sequence[str] = ()) -> sa.FromClause:
+    cols = [*spec.key, spec.cursor]
+    if spec.cursor_fallback:
+        cols.append(spec.cursor_fallback)
+    if spec.deleted:
+        cols.append(spec.deleted.column)
+    return relation(spec.table, spec.query, [*cols, *extra])
+
+
+def cursor_expr(spec: SourceSpec, rel: sa.FromClause) -> sa.ColumnElement[Any]:
+    c = rel.c[spec.cursor]
+    if spec.cursor_fallback:
+        return sa.func.coalesce(c, rel.c[spec.cursor_fallback])
+    return c
+
+
+def tuple_after(
+    cols: Sequence[sa.ColumnElement[Any]], values: Sequence[Any]
+) -> sa.ColumnElement[bool]:
+    """``(c1, c2, ...) > (v1, v2, ...)`` lexicographically, written with AND/OR so every
+    database (and its index on c1) handles it: ``c1 >= v1 AND (c1 > v1 OR (c1 = v1 AND ...))``."""
+    assert cols and len(cols) == len(values)
+    expr: sa.ColumnElement[bool] = cols[-1] > values[-1]
+    for c, v in zip(reversed(cols[:-1]), reversed(values[:-1]), strict=True):
+        expr = sa.or_(c > v, sa.and_(c == v, expr))
+    return sa.and_(cols[0] >= values[0], expr)
+
+
+def page_query(
+    spec: SourceSpec,
+    start: Position | None,
+    upper: Any | None,
+    limit: int,
+) -> sa.Select[Any]:
+    """``SELECT *`` of the next page after ``start`` up to ``upper`` (inclusive)."""
+    rel = source_relation(spec)
+    cur = cursor_expr(spec, rel)
+    keys = [rel.c[k] for k in spec.key]
+    conds: list[sa.ColumnElement[bool]] = [cur.is_not(None)]
+    if start is not None:
+        if start.key is None:
+            conds.append(cur >= start.value)
+        else:
+            conds.append(tuple_after([cur, *keys], [start.value, *start.key]))
+    if upper is not None:
+        conds.append(cur <= upper)
+    return (
+        sa.select(sa.text("*"), cur.label(CURSOR_LABEL))
+        .select_from(rel)
+        .where(*conds)
+        .order_by(cur, *keys)
+        .limit(limit)
+    )
+
+
+def null_cursor_query(
+    spec: SourceSpec, after_key: tuple[Any, ...] | None, limit: int
+) -> sa.Select[Any]:
+    """Rows whose effective cursor is NULL (no fallback, or both NULL), paged by key.
+
+    They cannot be ordered by time, so every pass walks them by key and the content hash decides
+    what is sent: a NULL-cursor row is delivered on first sight and whenever it changes.
+    """
+    rel = source_relation(spec)
+    cur = cursor_expr(spec, rel)
+    keys = [rel.c[k] for k in spec.key]
+    conds: list[sa.ColumnElement[bool]] = [cur.is_(None)]
+    if after_key is not None:
+        conds.append(tuple_after(keys, after_key))
+    return (
+        sa.select(sa.text("*"), sa.null().label(CURSOR_LABEL))
+        .select_from(rel)
+        .where(*conds)
+        .order_by(*keys)
+        .limit(limit)
+    )
+
+
+def pending_count_query(
+    spec: SourceSpec, start: Position | None, upper: Any | None
+) -> sa.Select[Any]:
+    """How many rows lie after ``start`` (for ``status``'s "rows behind" and progress)."""
+    rel = source_relation(spec)
+    cur = cursor_expr(spec, rel)
+    keys = [rel.c[k] for k in spec.key]
+    conds: list[sa.ColumnElement[bool]] = [cur.is_not(None)]
+    if start is not None and start.key is not None:
+        conds.append(tuple_after([cur, *keys], [start.value, *start.key]))
+    if upper is not None:
+        conds.append(cur <= upper)
+    return sa.select(sa.func.count()).select_from(rel).where(*conds)
+
+
+def children_query(child: ChildSpec, parent_keys: Sequence[tuple[Any, ...]]) -> sa.Select[Any]:
+    """All child rows of a page of parents in one query."""
+    cols = [*child.child_columns, *child.order_by]
+    rel = relation(child.table, child.query, cols)
+    ccols = [rel.c[c] for c in child.child_columns]
+    distinct = list(dict.fromkeys(parent_keys))
+    if len(ccols) == 1:
+        cond: sa.ColumnElement[bool] = ccols[0].in_([k[0] for k in distinct])
+    else:
+        cond = sa.tuple_(*ccols).in_(distinct)
+    order = [*ccols, *(rel.c[c] for c in child.order_by)]
+    return sa.select(sa.text("*")).select_from(rel).where(cond).order_by(*order)
+
+
+def changed_parents_query(
+    child: ChildSpec, after: Any, upper: Any | None, limit: int
+) -> sa.Select[Any]:
+    """Parent keys of child rows changed after ``after`` (a child-only change re-sends its parent)."""
+    assert child.cursor is not None
+    rel = relation(child.table, child.query, [*child.child_columns, child.cursor])
+    cur = rel.c[child.cursor]
+    conds = [cur > after]
+    if upper is not None:
+        conds.append(cur <= upper)
+    ccols = [rel.c[c] for c in child.child_columns]
+    return (
+        sa.select(*ccols, sa.func.max(cur).label(CURSOR_LABEL))
+        .where(*conds)
+        .group_by(*ccols)
+        .order_by(sa.func.max(cur))
+        .limit(limit)
+    )
+
+
+def rows_by_key_query(
+    spec: SourceSpec, parent_cols: Sequence[str], keys: Sequence[tuple[Any, ...]]
+) -> sa.Select[Any]:
+    rel = source_relation(spec, parent_cols)
+    cols = [rel.c[c] for c in parent_cols]
+    cur = cursor_expr(spec, rel)
+    if len(cols) == 1:
+        cond: sa.ColumnElement[bool] = cols[0].in_([k[0] for k in keys])
+    else:
+        cond = sa.tuple_(*cols).in_(list(keys))
+    return (
+        sa.select(sa.text("*"), cur.label(CURSOR_LABEL))
+        .select_from(rel)
+        .where(cond)
+        .order_by(*(rel.c[k] for k in spec.key))
+    )
+
+
+def keys_query(spec: SourceSpec, after_key: tuple[Any, ...] | None, limit: int) -> sa.Select[Any]:
+    """The shop's keys in key order, a page at a time (hard-delete reconciliation)."""
+    rel = source_relation(spec)
+    keys = [rel.c[k] for k in spec.key]
+    q = sa.select(*keys).select_from(rel)
+    if after_key is not None:
+        q = q.where(tuple_after(keys, after_key))
+    return q.order_by(*keys).limit(limit)
+
+
+# --- time arithmetic on cursor values (pure) -----------------------------------------------------
+
+_SQLITE_FMT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def shift_back(value: Any, seconds: float, tz: tzinfo | None = None) -> Any:
+    """``value`` minus a lookback window, for datetime cursors (also SQLite's text timestamps).
+
+    For naive wall-clock values, if the window touches the repeated hour of a daylight-saving
+    change in ``tz``, it is widened by that hour, so rows written in the second pass through the
+    repeated hour (whose wall-clock times sort before the cursor) are re-read.
+    Non-time cursors (integers) are returned unchanged.
+    """
+    if seconds <= 0:
+        return value
+    as_text = isinstance(value, str)
+    if as_text:
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    elif isinstance(value, datetime):
+        dt = value
+    else:
+        return value
+    start = dt - timedelta(seconds=seconds)
+    if dt.tzinfo is None and tz is not None and _touches_fold(start, dt, tz):
+        start -= timedelta(hours=1)
+    if as_text:
+        return start.strftime(_SQLITE_FMT)
+    return start
+
+
+def _touches_fold(start: datetime, end: datetime, tz: tzinfo) -> bool:
+    """Whether a wall-clock interval (naive) contains an ambiguous (repeated) local time."""
+    probe = start.replace(minute=0, second=0, microsecond=0)
+    while probe <= end + timedelta(hours=1):
+        a = probe.replace(tzinfo=tz, fold=0).utcoffset()
+        b = probe.replace(tzinfo=tz, fold=1).utcoffset()
+        if a != b:
+            return True
+        probe += timedelta(minutes=30)
+    return False
+
+
+def upper_bound(db_now_utc: datetime, lag: float, like: Any, tz: tzinfo) -> Any:
+    """The pass's upper bound in the same form as the cursor column's values.
+
+    ``like`` is a sample cursor value: a naive datetime (shop wall clock in ``tz``), an aware
+    datetime, SQLite text, or a non-time value (integers: no time bound, returns None).
+    """
+    bound = db_now_utc - timedelta(seconds=lag)
+    if isinstance(like, datetime):
+        if like.tzinfo is not None:
+            return bound
+        return bound.astimezone(tz).replace(tzinfo=None)
+    if isinstance(like, str):
+        return bound.astimezone(tz).replace(tzinfo=None).strftime(_SQLITE_FMT)
+    if like is None:
+        return bound.astimezone(tz).replace(tzinfo=None)
+    return None

@@ -1,0 +1,204 @@
+"""Reading the shop database: thin I/O around the pure queries of ``source.query``.
+
+This is the one place where SQLAlchemy errors from the shop database become ``SourceError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from connector import timeutil
+from connector.errors import Problem, SourceError
+from connector.mapping.spec import Mapping
+from connector.source import query as q
+
+Row = dict[str, Any]
+
+
+def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return {"connect_timeout": max(1, int(timeout))}
+    if backend in ("mysql", "mariadb"):
+        return {"connect_timeout": max(1, int(timeout)), "read_timeout": 300}
+    if backend == "sqlite":
+        return {"timeout": timeout}
+    return {}
+
+
+def short_cause(exc: BaseException) -> str:
+    """The first line of a driver error, without SQL text or parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return text[:300]
+
+
+class ShopReader:
+    """Read-only access to the shop database. Whoever creates it closes it."""
+
+    def __init__(self, url: sa.URL, *, connect_timeout: float = 10.0) -> None:
+        self.url = url
+        self.display_url = url.render_as_string(hide_password=True)
+        self.engine = (
+            sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=2,
+                connect_args=_connect_args(url, connect_timeout),
+            )
+            if url.get_backend_name() != "sqlite"
+            else sa.create_engine(url, connect_args=_connect_args(url, connect_timeout))
+        )
+        self._samples: dict[str, Any] = {}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> ShopReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as exc:
+            raise SourceError(
+                f"shop database {self.display_url}: {what} failed: {short_cause(exc)}"
+            ) from exc
+
+    def fetch(self, stmt: sa.Executable, what: str = "query") -> list[Row]:
+        with self._errors(what), self.engine.connect() as conn:
+            result = conn.execute(stmt)
+            return [dict(r) for r in result.mappings()]
+
+    def scalar(self, stmt: sa.Executable, what: str = "query") -> Any:
+        with self._errors(what), self.engine.connect() as conn:
+            return conn.execute(stmt).scalar()
+
+    def db_now_utc(self) -> datetime:
+        """The database server's clock (not this machine's), as an aware UTC datetime."""
+        sql = {
+            "postgresql": "SELECT clock_timestamp()",
+            "mysql": "SELECT UTC_TIMESTAMP(6)",
+            "mariadb": "SELECT UTC_TIMESTAMP(6)",
+            "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        }.get(self.dialect, "SELECT CURRENT_TIMESTAMP")
+        value = self.scalar(sa.text(sql), "reading the database clock")
+        if isinstance(value, str):
+            value = timeutil.parse_timestamp(value)
+        if not isinstance(value, datetime):
+            raise SourceError(f"shop database {self.display_url}: unexpected clock value {value!r}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def sample_cursor(self, mapping: Mapping) -> Any:
+        """One non-NULL cursor value, to learn its form (naive/aware/text/number); cached."""
+        if mapping.name in self._samples:
+            return self._samples[mapping.name]
+        rel = q.source_relation(mapping.source)
+        cur = q.cursor_expr(mapping.source, rel)
+        stmt = sa.select(cur).select_from(rel).where(cur.is_not(None)).limit(1)
+        value = self.scalar(stmt, f"{mapping.file}: reading a cursor value")
+        if value is not None:
+            self._samples[mapping.name] = value
+        return value
+
+    def check(self, mapping: Mapping) -> list[Problem]:
+        """Problems a mapping has against the live schema: missing tables or columns, no index."""
+        problems: list[Problem] = []
+        f = mapping.file
+        try:
+            insp = sa.inspect(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise SourceError(
+                f"shop database {self.display_url}: cannot connect: {short_cause(exc)}"
+            ) from exc
+        src = mapping.source
+        needed = sorted(mapping.columns_used())
+        cols = self._columns(insp, src.table, src.query, f, "source", problems)
+        if cols is not None:
+            for c in needed:
+                if c not in cols and c.lower() not in cols:
+                    problems.append(Problem(f, "source", f"unknown column {c!r} in {src.label}"))
+            if src.table:
+                self._index_warning(insp, src.table, src.cursor, f, "source.cursor", problems)
+        for name, child in mapping.children.items():
+            path = f"children.{name}"
+            ccols = self._columns(insp, child.table, child.query, f, path, problems)
+            if ccols is None:
+                continue
+            used = set(child.child_columns) | set(child.order_by)
+            if child.cursor:
+                used.add(child.cursor)
+            for spec in [*child.fields.values(), *([child.value] if child.value else [])]:
+                used.update(spec.referenced_columns)
+            for c in sorted(used):
+                if c not in ccols and c.lower() not in ccols:
+                    problems.append(Problem(f, path, f"unknown column {c!r} in the child rows"))
+        return problems
+
+    def _columns(
+        self,
+        insp: sa.Inspector,
+        table: str | None,
+        query: str | None,
+        file: str,
+        path: str,
+        problems: list[Problem],
+    ) -> set[str] | None:
+        try:
+            if table:
+                schema, _, name = table.rpartition(".")
+                if not insp.has_table(name, schema=schema or None):
+                    problems.append(
+                        Problem(file, f"{path}.table", f"table {table!r} does not exist")
+                    )
+                    return None
+                return {c["name"] for c in insp.get_columns(name, schema=schema or None)}
+            assert query is not None
+            with self.engine.connect() as conn:
+                result = conn.execute(sa.text(f"SELECT * FROM ({query}) AS src WHERE 1 = 0"))
+                return set(result.keys())
+        except sa.exc.SQLAlchemyError as exc:
+            problems.append(Problem(file, f"{path}.query", f"the query fails: {short_cause(exc)}"))
+            return None
+
+    def _index_warning(
+        self,
+        insp: sa.Inspector,
+        table: str,
+        column: str,
+        file: str,
+        path: str,
+        problems: list[Problem],
+    ) -> None:
+        schema, _, name = table.rpartition(".")
+        try:
+            indexes = insp.get_indexes(name, schema=schema or None)
+            pk = insp.get_pk_constraint(name, schema=schema or None)
+        except sa.exc.SQLAlchemyError:
+            return
+        leading = [ix["column_names"][0] for ix in indexes if ix.get("column_names")]
+        if pk and pk.get("constrained_columns"):
+            leading.append(pk["constrained_columns"][0])
+        if column not in leading:
+            problems.append(
+                Problem(
+                    file,
+                    path,
+                    f"no index starts with {column!r} on {table}: every pass will scan the whole "
+                    f"table; create one (CREATE INDEX ix_{name}_{column} ON {table} ({column}))",
+                    warning=True,
+                )
+            )

@@ -1,0 +1,98 @@
+"""Pure transformation of a page of rows: row → API item + content hash, or delete, or reject."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from connector.mapping.compile import CompiledMapping, get_column
+from connector.mapping.convert import to_bool
+from connector.mapping.spec import ChildSpec, DeletedSpec, Mapping
+from connector.source.query import CURSOR_LABEL
+from connector.state.model import key_json
+
+Row = dict[str, Any]
+
+
+def payload_hash(item: Any) -> str:
+    """A stable hash of an item's JSON: the same content always gives the same hash."""
+    text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+DELETE_HASH = "deleted"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What to do with one source row."""
+
+    kind: Literal["send", "delete", "reject"]
+    key: tuple[Any, ...]
+    key_text: str
+    position: tuple[Any, tuple[Any, ...]] | None  # (cursor value, key); None for NULL cursors
+    item: dict[str, Any] | None = None
+    hash: str = ""
+    problems: tuple[str, ...] = ()
+
+
+def row_key(row: Row, mapping: Mapping) -> tuple[Any, ...]:
+    return tuple(get_column(row, k) for k in mapping.source.key)
+
+
+def is_deleted(row: Row, spec: DeletedSpec | None) -> bool:
+    if spec is None:
+        return False
+    v = get_column(row, spec.column)
+    if spec.when == "not_null":
+        return v is not None
+    if spec.when == "true":
+        try:
+            return v is not None and to_bool(v)
+        except ValueError:
+            return False
+    return v is not None and str(v) == str(spec.value)
+
+
+def group_children(child: ChildSpec, rows: Sequence[Row]) -> dict[tuple[Any, ...], list[Row]]:
+    out: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
+    cols = child.child_columns
+    for r in rows:
+        out[tuple(get_column(r, c) for c in cols)].append(r)
+    return out
+
+
+def parent_link(row: Row, child: ChildSpec) -> tuple[Any, ...]:
+    return tuple(get_column(row, c) for c in child.parent_columns)
+
+
+def transform_page(
+    compiled: CompiledMapping,
+    rows: Sequence[Row],
+    children: dict[str, dict[tuple[Any, ...], list[Row]]],
+) -> list[Unit]:
+    """Turn a page of rows (with their children grouped by parent link) into units, in order."""
+    mapping = compiled.mapping
+    units: list[Unit] = []
+    for row in rows:
+        key = row_key(row, mapping)
+        ktext = key_json(key)
+        cur = row.get(CURSOR_LABEL)
+        pos = (cur, key) if cur is not None else None
+        if is_deleted(row, mapping.source.deleted):
+            units.append(Unit("delete", key, ktext, pos, hash=DELETE_HASH))
+            continue
+        kids = {
+            name: children.get(name, {}).get(parent_link(row, child), [])
+            for name, child in mapping.children.items()
+        }
+        built = compiled.build(row, kids)
+        if built.item is None:
+            units.append(Unit("reject", key, ktext, pos, problems=built.problems))
+        else:
+            units.append(Unit("send", key, ktext, pos, built.item, payload_hash(built.item)))
+    return units
