@@ -49,6 +49,17 @@ def _source_fn(spec: ValueSpec) -> Callable[[Row], Any]:
             return get_column(row, col)
 
         return column
+    if spec.kind == "coalesce":
+        first = spec.columns
+
+        def coalesce(row: Row) -> Any:
+            for c in first:
+                v = get_column(row, c)
+                if v is not None:
+                    return v
+            return None
+
+        return coalesce
     if spec.kind == "concat":
         cols, sep = spec.columns, spec.sep
 
@@ -105,7 +116,13 @@ def compile_value(spec: ValueSpec, fdef: Field, shop_tz: tzinfo) -> Callable[[Ro
             v = default
         if v is None:
             if fdef.required:
-                what = f"column {spec.column!r} is NULL" if spec.column else "the value is NULL"
+                cols = ", ".join(repr(c) for c in spec.referenced_columns)
+                if spec.kind == "column":
+                    what = f"column {cols} is NULL"
+                elif cols:
+                    what = f"columns {cols} are NULL"
+                else:
+                    what = "the value is NULL"
                 raise FieldProblem(path, f"required by the API but {what}")
             return None
         try:

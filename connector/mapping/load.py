@@ -37,6 +37,7 @@ _VALUE_KEYS = {
     "column",
     "const",
     "concat",
+    "coalesce",
     "sep",
     "template",
     "default",
@@ -297,9 +298,9 @@ def _value(spec: Any, path: str, ctx: _Ctx) -> ValueSpec | None:
             ctx.err(
                 f"{path}.{k}", f"unknown key (expected one of: {', '.join(sorted(_VALUE_KEYS))})"
             )
-    sources = [k for k in ("column", "const", "concat", "template") if k in spec]
+    sources = [k for k in ("column", "const", "concat", "coalesce", "template") if k in spec]
     if len(sources) != 1:
-        ctx.err(path, "set exactly one of column, const, concat or template")
+        ctx.err(path, "set exactly one of column, const, concat, coalesce or template")
         return None
     kind = sources[0]
     converts: tuple[str, ...] = ()
@@ -347,6 +348,9 @@ def _value(spec: Any, path: str, ctx: _Ctx) -> ValueSpec | None:
         return ValueSpec(path, "column", column=col, **common)
     if kind == "const":
         return ValueSpec(path, "const", const=spec["const"], **common)
+    if kind == "coalesce":
+        cols = _names(spec["coalesce"], f"{path}.coalesce", ctx)
+        return ValueSpec(path, "coalesce", columns=cols, **common)
     if kind == "concat":
         cols = _names(spec["concat"], f"{path}.concat", ctx)
         sep = spec.get("sep", "")

@@ -15,7 +15,7 @@ class ValueSpec:
     """How one API value is made from a row."""
 
     path: str  # key path in the file, for messages: "fields.customer.email"
-    kind: Literal["column", "const", "concat", "template"]
+    kind: Literal["column", "const", "concat", "coalesce", "template"]
     column: str | None = None
     const: Any = None
     columns: tuple[str, ...] = ()
@@ -31,7 +31,7 @@ class ValueSpec:
     def referenced_columns(self) -> tuple[str, ...]:
         if self.kind == "column" and self.column:
             return (self.column,)
-        if self.kind == "concat":
+        if self.kind in ("concat", "coalesce"):
             return self.columns
         if self.kind == "template" and self.template:
             import string

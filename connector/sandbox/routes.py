@@ -1,0 +1,336 @@
+"""The sandbox's routes: a table of (method, path pattern, handler), built from the registry.
+
+Adding a route is one ``Route`` entry: ``Route("POST", "/v1/things/{thing_id}/bulk", handler,
+resource)``; the handler receives a ``Request`` (parsed JSON body, path parameters, query, the
+route's resource) and returns a ``Reply``. ``API_ROUTES`` are the ``/v1/`` routes (API key, rate
+limit, faults and request log apply); ``CONTROL_ROUTES`` drive the sandbox itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from connector import registry
+from connector.registry import Resource
+from connector.sandbox.store import (
+    Faults,
+    JSONObject,
+    RateLimiter,
+    Rejected,
+    Store,
+    WriteResult,
+    id_text,
+)
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+# Body keys the API tolerates next to the ids of a bulk delete (the SDK injects ``label_source``).
+_DELETE_EXTRA_KEYS = frozenset({"label_source", "source_label"})
+
+NO_BODY: Any = object()  # ``Request.json`` when the body was not valid JSON
+
+
+def reason(status: int) -> str:
+    return _REASONS.get(status, "Error")
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+    body = {"statusCode": status, "message": message, "error": reason(status)}
+    return Reply(status, body, headers or {})
+
+
+@dataclass
+class Context:
+    """Everything a handler may touch: the state and the fault/limit machinery."""
+
+    store: Store
+    faults: Faults
+    limiter: RateLimiter
+
+
+@dataclass
+class Request:
+    ctx: Context
+    method: str
+    path: str
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    json: Any  # parsed body; None when empty; NO_BODY when not valid JSON
+    resource: Resource | None
+
+
+Handler = Callable[[Request], Reply]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str  # "/v1/customers/{customer_id}/addresses/bulk-delete"
+    handler: Handler
+    resource: Resource | None = None
+    resource_label: str | None = None  # name logged for routes without a registry resource
+    regex: re.Pattern[str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = re.split(r"\{(\w+)\}", self.pattern)
+        rx = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
+        object.__setattr__(self, "regex", re.compile(rx))
+
+    @property
+    def label(self) -> str | None:
+        return self.resource.name if self.resource is not None else self.resource_label
+
+
+def match(routes: Sequence[Route], method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    for route in routes:
+        if route.method == method:
+            m = route.regex.fullmatch(path)
+            if m:
+                return route, {k: unquote(v) for k, v in m.groupdict().items()}
+    return None
+
+
+def bulk_reply(result: WriteResult) -> Reply:
+    status = 400 if result.sent == 0 and result.rejected else 200
+    return Reply(
+        status,
+        {
+            "statusCode": status,
+            "sent_count": result.sent,
+            "rejected_count": len(result.rejected),
+            "rejected_items": [r.as_json() for r in result.rejected],
+        },
+    )
+
+
+# --- /v1/ handlers ------------------------------------------------------------------------------
+
+
+def _items(req: Request) -> list[object] | Reply:
+    """The body as an array of items within the resource's batch limit, or a 400 reply."""
+    assert req.resource is not None
+    body = req.json
+    if body is NO_BODY:
+        return error(400, "body is not valid JSON")
+    if not isinstance(body, list):
+        return error(400, "body must be an array")
+    if not body:
+        return error(400, "body must be a non-empty array")
+    limit = req.resource.batch_limit
+    if len(body) > limit:
+        return error(
+            400,
+            f"body holds {len(body)} items; at most {limit} items per call for "
+            f"{req.resource.name} (batch limit {limit})",
+        )
+    if req.params:  # a placeholder in the route path wins over the same field in the items
+        body = [{**it, **req.params} if isinstance(it, dict) else it for it in body]
+    return list(body)
+
+
+def upsert(req: Request) -> Reply:
+    """POST on a resource's path: upsert by key; invalid items come back in ``rejected_items``."""
+    items = _items(req)
+    if isinstance(items, Reply):
+        return items
+    assert req.resource is not None
+    return bulk_reply(req.ctx.store.upsert(req.resource, items))
+
+
+def update(req: Request) -> Reply:
+    """PUT on a resource's path: partial update of existing records (unknown keys rejected)."""
+    items = _items(req)
+    if isinstance(items, Reply):
+        return items
+    assert req.resource is not None
+    return bulk_reply(req.ctx.store.update(req.resource, items))
+
+
+def bulk_delete(req: Request) -> Reply:
+    """POST on a resource's bulk-delete path with ``{"<entity>_ids": [...]}`` (max 20 ids)."""
+    r = req.resource
+    assert r is not None and r.delete_body_key is not None
+    key = r.delete_body_key
+    body = req.json
+    if body is NO_BODY:
+        return error(400, "body is not valid JSON")
+    if not isinstance(body, dict):
+        return error(400, f'body must be an object {{"{key}": [...]}}')
+    extra = sorted(k for k in body if k != key and k not in _DELETE_EXTRA_KEYS)
+    if extra:
+        return error(400, f"unknown body field(s): {', '.join(extra)}; expected {key!r}")
+    ids = body.get(key)
+    if not isinstance(ids, list):
+        return error(400, f"{key} must be an array of ids")
+    if not ids:
+        return error(400, f"{key} must be a non-empty array")
+    if len(ids) > r.delete_limit:
+        return error(400, f"{key} holds {len(ids)} ids; at most {r.delete_limit} per call")
+    result = WriteResult()
+    valid: list[str] = []
+    for i, v in enumerate(ids):
+        if (isinstance(v, str) and v) or (isinstance(v, int) and not isinstance(v, bool)):
+            valid.append(id_text(v))
+        else:
+            result.rejected.append(
+                Rejected(i, v, [f"{key}[{i}]: must be an id (string or integer), got {v!r}"])
+            )
+    if valid:
+        req.ctx.store.delete(r, valid, req.params)
+    result.sent = len(valid)
+    return bulk_reply(result)
+
+
+_CONTACT_LOOKUPS = ("id_customer_shop", "contact_data_email")
+
+
+def contact(req: Request) -> Reply:
+    """GET /v1/contacts?id_customer_shop=...|contact_data_email=... (derived from customers)."""
+    given = [(k, v[0]) for k, v in req.query.items() if k in _CONTACT_LOOKUPS and v]
+    if len(given) != 1:
+        return error(400, "give exactly one of id_customer_shop, contact_data_email")
+    name, value = given[0]
+    if name == "id_customer_shop":
+        found = req.ctx.store.find_customers("customer_id", value)
+    else:
+        found = req.ctx.store.find_customers("email", value, casefold=True)
+    if not found:
+        return Reply(404, {"statusCode": 404, "message": "Contact not found"})
+    # Several customers may share one email; the contact follows the latest updated one.
+    c = max(found, key=lambda it: str(it.get("updated_at") or ""))
+    data = {
+        "id_customer_shop": id_text(c.get("customer_id")),
+        "contact_data_email": c.get("email"),
+        "contact_first_name": c.get("first_name"),
+        "contact_last_name": c.get("last_name"),
+        "contact_lang": c.get("lang"),
+        "optin_data_email": c.get("is_opt_in"),
+        "created_at": c.get("created_at"),
+        "updated_at": c.get("updated_at"),
+    }
+    return Reply(200, {"statusCode": 200, "data": data})
+
+
+def _api_routes() -> list[Route]:
+    routes: list[Route] = []
+    for r in registry.RESOURCES.values():
+        if r.kind != "entity":
+            continue  # custom data and events: separate routes, not yet in scope
+        routes.append(Route("POST", r.path, upsert, r))
+        routes.append(Route("PUT", r.path, update, r))
+        if r.delete_path is not None and r.delete_body_key is not None:
+            routes.append(Route("POST", r.delete_path, bulk_delete, r))
+    routes.append(Route("GET", "/v1/contacts", contact, resource_label="contacts"))
+    return routes
+
+
+API_ROUTES: list[Route] = _api_routes()
+
+
+# --- /_sandbox/ control handlers ----------------------------------------------------------------
+
+
+def _known(name: str) -> Resource | Reply:
+    r = registry.RESOURCES.get(name)
+    if r is None:
+        return error(404, f"unknown resource {name!r}")
+    return r
+
+
+def ctl_records(req: Request) -> Reply:
+    r = _known(req.params["resource"])
+    return r if isinstance(r, Reply) else Reply(200, req.ctx.store.records(r.name))
+
+
+def ctl_deleted(req: Request) -> Reply:
+    r = _known(req.params["resource"])
+    return r if isinstance(r, Reply) else Reply(200, sorted(req.ctx.store.deleted(r.name)))
+
+
+def ctl_requests(req: Request) -> Reply:
+    return Reply(200, [asdict(x) for x in req.ctx.store.requests()])
+
+
+def ctl_stats(req: Request) -> Reply:
+    return Reply(200, req.ctx.store.stats())
+
+
+def _opt_int(body: JSONObject, name: str) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{name} must be an integer")
+    return v
+
+
+def ctl_faults(req: Request) -> Reply:
+    """``{"status": 503, "count": 2, "path_prefix": ..., "retry_after": ...}``,
+    ``{"delay": 0.3, "count": ...}`` or ``{"clear": true}``."""
+    body = req.json
+    if not isinstance(body, dict):
+        return error(400, "body must be a JSON object")
+    faults = req.ctx.faults
+    try:
+        if body.get("clear") is True:
+            faults.clear()
+        elif "delay" in body:
+            delay = body["delay"]
+            if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+                raise ValueError("delay must be a number of seconds")
+            faults.inject_delay(float(delay), _opt_int(body, "count"))
+        elif "status" in body:
+            status = _opt_int(body, "status")
+            prefix = body.get("path_prefix")
+            if prefix is not None and not isinstance(prefix, str):
+                raise ValueError("path_prefix must be a string")
+            count = _opt_int(body, "count")
+            faults.inject(
+                status if status is not None else 503,
+                count if count is not None else 2,
+                prefix,
+                _opt_int(body, "retry_after"),
+            )
+        else:
+            raise ValueError('expected "status", "delay" or "clear"')
+    except ValueError as exc:
+        return error(400, str(exc))
+    return Reply(200, {"ok": True})
+
+
+def ctl_reset(req: Request) -> Reply:
+    req.ctx.store.reset()
+    req.ctx.faults.clear()
+    req.ctx.limiter.reset()
+    return Reply(200, {"ok": True})
+
+
+CONTROL_ROUTES: list[Route] = [
+    Route("GET", "/_sandbox/records/{resource}", ctl_records),
+    Route("GET", "/_sandbox/deleted/{resource}", ctl_deleted),
+    Route("GET", "/_sandbox/requests", ctl_requests),
+    Route("GET", "/_sandbox/stats", ctl_stats),
+    Route("POST", "/_sandbox/faults", ctl_faults),
+    Route("POST", "/_sandbox/reset", ctl_reset),
+]

@@ -1,0 +1,69 @@
+"""Shared fixtures: database URLs for SQLite always, PostgreSQL and MariaDB when configured.
+
+``SHOPIMIND_TEST_POSTGRES_URL`` / ``SHOPIMIND_TEST_MYSQL_URL`` switch the real databases on. A
+configured database that does not answer fails the tests that use it (never a skip).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+BACKENDS = ["sqlite", "postgresql", "mysql"]
+_ENV = {"postgresql": "SHOPIMIND_TEST_POSTGRES_URL", "mysql": "SHOPIMIND_TEST_MYSQL_URL"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="run the long soak variants")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak variant: run with --soak")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def configured_backends() -> list[str]:
+    return ["sqlite", *[b for b, env in _ENV.items() if os.environ.get(env)]]
+
+
+def wipe(url: str) -> None:
+    """Drop every table in the database behind ``url`` (PostgreSQL/MariaDB test databases)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            md = sa.MetaData()
+            md.reflect(conn)
+            if conn.dialect.name == "mysql":
+                conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
+            md.drop_all(conn)
+            if conn.dialect.name == "mysql":
+                conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
+    except sa.exc.OperationalError as exc:  # configured but down: fail loudly
+        pytest.fail(f"test database configured but not reachable: {type(exc).__name__}")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=configured_backends())
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each configured backend."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shop.sqlite'}"
+        return
+    url = os.environ[_ENV[backend]]
+    wipe(url)
+    yield url
+    wipe(url)
