@@ -57,13 +57,60 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+_private: dict[str, str] = {}
+
+
+def private_url(backend: str) -> str:
+    """A database of this test process's own on the configured server (``<db>_p<pid>``), so two
+    test runs on one machine never drop each other's tables; created on first use."""
+    if backend in _private:
+        return _private[backend]
+    base = sa.engine.make_url(os.environ[_ENV[backend]])
+    name = f"{base.database}_p{os.getpid()}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if backend == "postgresql":
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            else:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+                conn.exec_driver_sql(f"CREATE DATABASE `{name}`")
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"{backend} test database configured but not reachable: {exc.orig}")
+    finally:
+        admin.dispose()
+    _private[backend] = base.set(database=name).render_as_string(hide_password=False)
+    return _private[backend]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for backend, url in _private.items():
+        base = sa.engine.make_url(os.environ[_ENV[backend]])
+        name = sa.engine.make_url(url).database
+        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                q = '"' if backend == "postgresql" else "`"
+                if backend == "postgresql":
+                    conn.exec_driver_sql(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                    )
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {q}{name}{q}")
+        except sa.exc.SQLAlchemyError:
+            pass
+        finally:
+            admin.dispose()
+
+
 @pytest.fixture
 def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database of each configured backend."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'shop.sqlite'}"
         return
-    url = os.environ[_ENV[backend]]
+    url = private_url(backend)
     wipe(url)
     yield url
     wipe(url)

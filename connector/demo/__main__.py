@@ -13,7 +13,9 @@ import os
 import shutil
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -22,6 +24,14 @@ from connector.demo import shop
 from connector.sandbox import Sandbox
 
 DEMO_KEY = "demo-key-0123456789abcdef"
+DEMO_TZ = ZoneInfo("Europe/Paris")
+
+
+def shop_now() -> datetime:
+    """The demo shop writes naive wall-clock times in its own zone, as many shops do."""
+    return datetime.now(DEMO_TZ).replace(tzinfo=None)
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -75,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.monotonic()
         shop.create_schema(engine)
-        counts = shop.populate(engine, scale=args.scale)
+        counts = shop.populate(engine, scale=args.scale, now=shop_now())
         total = sum(counts.values())
-        print(f"demo shop: {total} rows in {len(counts)} tables ({time.monotonic() - t0:.1f}s) -> {work / 'shop.sqlite'}")
+        print(
+            f"demo shop: {total} rows in {len(counts)} tables ({time.monotonic() - t0:.1f}s) -> {work / 'shop.sqlite'}"
+        )
 
         with Sandbox(api_keys={DEMO_KEY}, requests_per_minute=600) as sb:
             cfg = write_config(work, sb.url, Path(args.mappings).resolve())
@@ -96,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                     return code
 
             time.sleep(1.1)  # the changes get a later timestamp than the first pass's upper bound
-            changed = shop.mutate(engine)
-            print("\n== changes made in the shop: " + ", ".join(f"{t}: {len(ids)}" for t, ids in changed.items() if ids))
+            changed = shop.mutate(engine, now=shop_now())
+            print(
+                "\n== changes made in the shop: "
+                + ", ".join(f"{t}: {len(ids)}" for t, ids in changed.items() if ids)
+            )
             time.sleep(0.1)
             code, out = _run("sync", "--config", str(cfg))
             print("\n== second sync (only the changes): shopimind-connector sync")
@@ -108,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\n== shopimind-connector status")
             print(out.rstrip())
             stats = sb.stats()
-            print(f"\nthe sandbox holds: {', '.join(f'{k}={len(sb.records(k))}' for k in sorted(stats.get('records', {})))}")
+            print(
+                f"\nthe sandbox holds: {', '.join(f'{k}={len(sb.records(k))}' for k in sorted(stats.get('records', {})))}"
+            )
     finally:
         engine.dispose()
     print(f"\ndemo files in {work} (config.toml, shop.sqlite, state.sqlite)")
