@@ -145,13 +145,16 @@ class Config(_Strict):
     def secret_values(self) -> list[str]:
         """Every secret this config can read, for log redaction (missing ones are skipped)."""
         out: list[str] = []
-        for getter in (self.api_key, lambda: self.source_url().password):
-            try:
-                v = getter()
-            except ConfigError:
-                continue
-            if isinstance(v, str) and v:
-                out.append(v)
+        try:
+            out.append(self.api_key())
+        except ConfigError:
+            pass
+        try:
+            password = self.source_url().password
+        except ConfigError:
+            password = None
+        if isinstance(password, str) and password:
+            out.append(password)
         return out
 
 

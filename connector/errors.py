@@ -12,7 +12,8 @@
     ├── RetriableError             stop this mapping's pass; the next pass retries; cursor kept
     │   ├── SourceError            shop database unreachable / query failed
     │   ├── StateError             state database unreachable / write failed
-    │   └── DeliveryError          API unreachable, 5xx/429 after retries, bad answer
+    │   ├── DeliveryError          API unreachable, 5xx/429 after retries, bad answer
+    │   └── SchemaMismatchError    the rows lack a column the mapping names: fix the mapping
     └── BadDataError               one row cannot become a valid item: rejected, kept, reported
 
 Foreign exceptions (SQLAlchemy, httpx, tomllib) are translated into these at one boundary each:
@@ -93,6 +94,11 @@ class StateError(RetriableError):
 
 class DeliveryError(RetriableError):
     pass
+
+
+class SchemaMismatchError(RetriableError):
+    """The source rows lack a column the mapping uses: no row of the page is sent, the cursor
+    stays; other mappings go on. Detected before sending so a typo never rejects every row."""
 
 
 class BadDataError(ConnectorError):

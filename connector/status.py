@@ -24,7 +24,7 @@ def cursor_display(value: Any, cfg: Config) -> str | None:
         try:
             value = timeutil.parse_timestamp(value)
         except ValueError:
-            return value
+            return str(value)
     if isinstance(value, datetime):
         return timeutil.iso_utc(timeutil.to_utc(value, cfg.shop_tz))
     return str(value)

@@ -9,13 +9,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from connector.mapping.compile import CompiledMapping, get_column
+from connector.mapping.compile import CompiledMapping, MissingColumn
+from connector.mapping.compile import get_column as _get
 from connector.mapping.convert import to_bool
 from connector.mapping.spec import ChildSpec, DeletedSpec, Mapping
 from connector.source.query import CURSOR_LABEL
 from connector.state.model import key_json
 
 Row = dict[str, Any]
+
+
+def get_column(row: Row, column: str, path: str = "source") -> Any:
+    try:
+        return _get(row, column)
+    except KeyError:
+        raise MissingColumn(path, column) from None
 
 
 def payload_hash(item: Any) -> str:
@@ -41,13 +49,13 @@ class Unit:
 
 
 def row_key(row: Row, mapping: Mapping) -> tuple[Any, ...]:
-    return tuple(get_column(row, k) for k in mapping.source.key)
+    return tuple(get_column(row, k, "source.key") for k in mapping.source.key)
 
 
 def is_deleted(row: Row, spec: DeletedSpec | None) -> bool:
     if spec is None:
         return False
-    v = get_column(row, spec.column)
+    v = get_column(row, spec.column, "source.deleted")
     if spec.when == "not_null":
         return v is not None
     if spec.when == "true":
@@ -62,12 +70,12 @@ def group_children(child: ChildSpec, rows: Sequence[Row]) -> dict[tuple[Any, ...
     out: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     cols = child.child_columns
     for r in rows:
-        out[tuple(get_column(r, c) for c in cols)].append(r)
+        out[tuple(get_column(r, c, f"{child.path}.parent_key") for c in cols)].append(r)
     return out
 
 
 def parent_link(row: Row, child: ChildSpec) -> tuple[Any, ...]:
-    return tuple(get_column(row, c) for c in child.parent_columns)
+    return tuple(get_column(row, c, f"{child.path}.parent_key") for c in child.parent_columns)
 
 
 def transform_page(

@@ -2,7 +2,9 @@
 
 A token bucket refilled at ``(rpm - burst) / 60`` tokens a second with room for ``burst`` tokens
 never lets more than ``rpm`` requests through in any sliding 60-second window, which is what an
-API counting "requests per minute" checks. A 429 pauses the whole bucket for its Retry-After.
+API counting "requests per minute" checks. A 429 pauses the whole bucket for its Retry-After:
+the bucket is emptied and earns nothing until the pause ends, so callers that reserve during a pause
+are spread out after it at the steady rate instead of all being released when it ends.
 """
 
 from __future__ import annotations
@@ -35,14 +37,14 @@ class Budget:
         self._clock = clock
         self._sleep = sleep
         self._tokens = float(self.burst)
-        self._last = clock()
-        self._paused_until = 0.0
+        self._last = clock()  # tokens are counted up to here; in the future while paused
         self._lock = threading.Lock()
         self.waited = 0.0  # total seconds callers spent waiting (metrics)
 
     def _refill(self, now: float) -> None:
-        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
-        self._last = now
+        if now > self._last:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+            self._last = now
 
     def reserve(self) -> float:
         """Take one token; return how long the caller must wait before using it."""
@@ -50,8 +52,9 @@ class Budget:
             now = self._clock()
             self._refill(now)
             self._tokens -= 1.0
-            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-            wait = max(wait, self._paused_until - now)
+            wait = self._last - now  # > 0 only while paused
+            if self._tokens < 0:
+                wait += -self._tokens / self.rate
             self.waited += wait
             return wait
 
@@ -68,5 +71,7 @@ class Budget:
     def pause(self, seconds: float) -> None:
         """The API said 429: nobody sends for ``seconds``."""
         with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
+            now = self._clock()
+            self._refill(now)
             self._tokens = min(self._tokens, 0.0)
+            self._last = max(self._last, now + seconds)

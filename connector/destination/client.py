@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -50,7 +51,7 @@ class RetryPolicy:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
-        return min(self.base * 2 ** (attempt - 1) + random.uniform(0, self.base / 2), self.cap)
+        return min(self.base * 2.0 ** (attempt - 1) + random.uniform(0, self.base / 2), self.cap)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -65,6 +66,8 @@ def parse_retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # the asctime form carries no zone; HTTP-dates are always UTC
+        when = when.replace(tzinfo=UTC)
     return max(when.timestamp() - time.time(), 0.0)
 
 
@@ -136,6 +139,8 @@ class ApiClient:
                 cause = f"timed out ({type(exc).__name__})"
             except httpx.TransportError as exc:
                 cause = f"connection failed ({type(exc).__name__}: {exc})"
+            except httpx.RequestError as exc:  # e.g. DecodingError: a corrupt answer
+                cause = f"unreadable answer ({type(exc).__name__}: {exc})"
             finally:
                 if self.on_request:
                     self.on_request(path, status, time.monotonic() - started)
@@ -145,10 +150,8 @@ class ApiClient:
                 if status not in RETRY_STATUSES:
                     return resp
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                if status == 429:
-                    self.budget.pause(
-                        retry_after if retry_after is not None else self.retry.delay(attempt + 1)
-                    )
+                if status == 429:  # same cap as the delay below
+                    self.budget.pause(self.retry.delay(attempt + 1, retry_after))
                 cause = f"HTTP {status}"
             attempt += 1
             if attempt > self.retry.max_retries or self.stop.is_set():

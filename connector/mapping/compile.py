@@ -21,6 +21,15 @@ Row = dict[str, Any]
 _MISSING: Any = object()
 
 
+class MissingColumn(Exception):
+    """A column named by the mapping is absent from the row: a mapping error, not bad data."""
+
+    def __init__(self, path: str, column: str) -> None:
+        super().__init__(f"{path}: column {column!r} is not in the source rows")
+        self.path = path
+        self.column = column
+
+
 class FieldProblem(Exception):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
@@ -74,8 +83,8 @@ def _source_fn(spec: ValueSpec) -> Callable[[Row], Any]:
     names = [n for _, n, _, _ in string.Formatter().parse(template) if n]
 
     def render(row: Row) -> Any:
-        values = {n.split(".")[0].split("[")[0]: None for n in names}
-        for n in values:
+        values: dict[str, str] = {}
+        for n in dict.fromkeys(n.split(".")[0].split("[")[0] for n in names):
             v = get_column(row, n)
             values[n] = "" if v is None else to_string(v)
         return template.format(**values)
@@ -95,7 +104,7 @@ def compile_value(spec: ValueSpec, fdef: Field, shop_tz: tzinfo) -> Callable[[Ro
         try:
             v = source(row)
         except KeyError as exc:
-            raise FieldProblem(path, f"column {exc.args[0]!r} is not in the source row") from None
+            raise MissingColumn(path, str(exc.args[0])) from None
         try:
             for name, fn in steps:
                 if v is not None or name in NULL_AWARE:
@@ -185,6 +194,10 @@ def _compile_child(
     return objects
 
 
+def _placeholders(path: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(path) if name]
+
+
 class CompiledMapping:
     """A mapping compiled into functions; ``build`` is called once per row."""
 
@@ -192,12 +205,14 @@ class CompiledMapping:
         self.mapping = mapping
         res = mapping.resource
         plain: dict[str, ValueSpec] = {}
-        objects: list[tuple[str, ObjectFn]] = []
+        objects: list[tuple[str, ObjectFn, bool, tuple[str, ...]]] = []
         for name, spec in mapping.fields.items():
             fdef = res.field(name)
             assert fdef is not None
             if isinstance(spec, ObjectSpec):
-                objects.append((name, _compile_object(spec.fields, fdef.fields, shop_tz)))
+                cols = tuple(c for v in spec.fields.values() for c in v.referenced_columns)
+                fn = _compile_object(spec.fields, fdef.fields, shop_tz)
+                objects.append((name, fn, fdef.required, cols))
             else:
                 plain[name] = spec
         self._plain = _compile_object(plain, res.fields, shop_tz)
@@ -211,11 +226,43 @@ class CompiledMapping:
         if id_data_source is not None and res.accepts_data_source and "id_data_source" not in plain:
             self._extra["id_data_source"] = id_data_source
         self._field_order = [f.name for f in res.fields]
+        self._delete_fns: list[tuple[str, Callable[[Row], Any]]] = []
+        if res.delete_path and res.delete_id_field:
+            needed = [res.delete_id_field, *_placeholders(res.delete_path)]
+            for fname in dict.fromkeys(needed):
+                vspec = plain.get(fname)
+                fdef = res.field(fname)
+                if vspec is not None and fdef is not None:
+                    self._delete_fns.append((fname, compile_value(vspec, fdef, shop_tz)))
+
+    @property
+    def can_delete(self) -> bool:
+        res = self.mapping.resource
+        return bool(res.delete_path) and len(self._delete_fns) == 1 + len(
+            _placeholders(res.delete_path or "")
+        )
+
+    def delete_ref(self, row: Row) -> tuple[str, Any]:
+        """(bulk-delete path with placeholders filled, id to delete) for a deleted row."""
+        res = self.mapping.resource
+        assert res.delete_path and res.delete_id_field
+        values = {}
+        for fname, fn in self._delete_fns:
+            try:
+                values[fname] = fn(row)
+            except FieldProblem as exc:
+                raise ValueError(str(exc)) from None
+        path = res.delete_path.format(
+            **{k: v for k, v in values.items() if k != res.delete_id_field}
+        )
+        return path, values[res.delete_id_field]
 
     def build(self, row: Row, children: dict[str, list[Row]] | None = None) -> Built:
         problems: list[str] = []
         item = self._plain(row, problems)
-        for name, fn in self._objects:
+        for name, fn, required, cols in self._objects:
+            if not required and cols and all(row.get(c) is None for c in cols):
+                continue  # an optional object with nothing in it (e.g. an anonymous cart)
             item[name] = fn(row, problems)
         for name, cfn in self._children:
             item[name] = cfn((children or {}).get(name, []), problems)

@@ -23,13 +23,14 @@ def to_bool(v: Any) -> bool:
     if isinstance(v, bool):
         return v
     if isinstance(v, (int, Decimal)) or (isinstance(v, float) and not math.isnan(v)):
-        if v in (0, 1):
+        if v == 0 or v == 1:
             return bool(v)
         raise ValueError(f"cannot read {v!r} as a boolean (expected 0/1, 'Y'/'N', true/false)")
     if isinstance(v, (bytes, bytearray)):
-        v = v.decode("latin-1")
-        if v in ("\x00", "\x01"):
-            return v == "\x01"
+        text: str = bytes(v).decode("latin-1")
+        if text in ("\x00", "\x01"):
+            return text == "\x01"
+        v = text
     if isinstance(v, str):
         s = v.strip().lower()
         if s in _TRUE:

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Unpack
 
 import sqlalchemy as sa
 
 from connector.mapping.spec import ChildSpec, SourceSpec
 
 CURSOR_LABEL = "__connector_cursor"
+AnySelect = sa.Select[Unpack[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Position:
 
 def relation(table: str | None, query: str | None, columns: Sequence[str]) -> sa.FromClause:
     """A selectable for a table name or a user SELECT, exposing ``columns`` as ``.c``."""
-    cols = [sa.column(c) for c in dict.fromkeys(columns)]
+    cols: list[sa.ColumnClause[Any]] = [sa.column(c) for c in dict.fromkeys(columns)]
     if table is not None:
         schema, _, name = table.rpartition(".")
         return sa.table(name, *cols, schema=schema or None)
@@ -75,7 +76,7 @@ def page_query(
     start: Position | None,
     upper: Any | None,
     limit: int,
-) -> sa.Select[Any]:
+) -> AnySelect:
     """``SELECT *`` of the next page after ``start`` up to ``upper`` (inclusive)."""
     rel = source_relation(spec)
     cur = cursor_expr(spec, rel)
@@ -97,9 +98,7 @@ def page_query(
     )
 
 
-def null_cursor_query(
-    spec: SourceSpec, after_key: tuple[Any, ...] | None, limit: int
-) -> sa.Select[Any]:
+def null_cursor_query(spec: SourceSpec, after_key: tuple[Any, ...] | None, limit: int) -> AnySelect:
     """Rows whose effective cursor is NULL (no fallback, or both NULL), paged by key.
 
     They cannot be ordered by time, so every pass walks them by key and the content hash decides
@@ -120,9 +119,7 @@ def null_cursor_query(
     )
 
 
-def pending_count_query(
-    spec: SourceSpec, start: Position | None, upper: Any | None
-) -> sa.Select[Any]:
+def pending_count_query(spec: SourceSpec, start: Position | None, upper: Any | None) -> AnySelect:
     """How many rows lie after ``start`` (for ``status``'s "rows behind" and progress)."""
     rel = source_relation(spec)
     cur = cursor_expr(spec, rel)
@@ -135,7 +132,7 @@ def pending_count_query(
     return sa.select(sa.func.count()).select_from(rel).where(*conds)
 
 
-def children_query(child: ChildSpec, parent_keys: Sequence[tuple[Any, ...]]) -> sa.Select[Any]:
+def children_query(child: ChildSpec, parent_keys: Sequence[tuple[Any, ...]]) -> AnySelect:
     """All child rows of a page of parents in one query."""
     cols = [*child.child_columns, *child.order_by]
     rel = relation(child.table, child.query, cols)
@@ -150,28 +147,39 @@ def children_query(child: ChildSpec, parent_keys: Sequence[tuple[Any, ...]]) -> 
 
 
 def changed_parents_query(
-    child: ChildSpec, after: Any, upper: Any | None, limit: int
-) -> sa.Select[Any]:
-    """Parent keys of child rows changed after ``after`` (a child-only change re-sends its parent)."""
+    child: ChildSpec,
+    since: Any,
+    upper: Any | None,
+    after: tuple[Any, ...] | None,
+    limit: int,
+) -> AnySelect:
+    """Parents of child rows changed after ``since`` (up to ``upper``), one row per parent with
+    its newest child change, paged by ``(newest change, parent link)`` — a child-only change
+    re-sends its parent."""
     assert child.cursor is not None
     rel = relation(child.table, child.query, [*child.child_columns, child.cursor])
     cur = rel.c[child.cursor]
-    conds = [cur > after]
+    conds = [cur > since]
     if upper is not None:
         conds.append(cur <= upper)
     ccols = [rel.c[c] for c in child.child_columns]
-    return (
+    grouped = (
         sa.select(*ccols, sa.func.max(cur).label(CURSOR_LABEL))
         .where(*conds)
         .group_by(*ccols)
-        .order_by(sa.func.max(cur))
-        .limit(limit)
+        .subquery("changed")
     )
+    gcols = [grouped.c[c] for c in child.child_columns]
+    newest = grouped.c[CURSOR_LABEL]
+    stmt = sa.select(grouped)
+    if after is not None:
+        stmt = stmt.where(tuple_after([newest, *gcols], list(after)))
+    return stmt.order_by(newest, *gcols).limit(limit)
 
 
 def rows_by_key_query(
     spec: SourceSpec, parent_cols: Sequence[str], keys: Sequence[tuple[Any, ...]]
-) -> sa.Select[Any]:
+) -> AnySelect:
     rel = source_relation(spec, parent_cols)
     cols = [rel.c[c] for c in parent_cols]
     cur = cursor_expr(spec, rel)
@@ -187,7 +195,7 @@ def rows_by_key_query(
     )
 
 
-def keys_query(spec: SourceSpec, after_key: tuple[Any, ...] | None, limit: int) -> sa.Select[Any]:
+def keys_query(spec: SourceSpec, after_key: tuple[Any, ...] | None, limit: int) -> AnySelect:
     """The shop's keys in key order, a page at a time (hard-delete reconciliation)."""
     rel = source_relation(spec)
     keys = [rel.c[k] for k in spec.key]

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from connector import timeutil
 from connector.errors import Problem, SourceError
-from connector.mapping.spec import Mapping
+from connector.mapping.spec import ChildSpec, Mapping
 from connector.source import query as q
 
 Row = dict[str, Any]
@@ -112,6 +112,20 @@ class ShopReader:
         value = self.scalar(stmt, f"{mapping.file}: reading a cursor value")
         if value is not None:
             self._samples[mapping.name] = value
+        return value
+
+    def sample_child_cursor(self, mapping: Mapping, child: ChildSpec) -> Any:
+        """One non-NULL value of a child collection's own cursor column; cached."""
+        assert child.cursor is not None
+        name = f"{mapping.name}/{child.name}"
+        if name in self._samples:
+            return self._samples[name]
+        rel = q.relation(child.table, child.query, [child.cursor])
+        cur = rel.c[child.cursor]
+        stmt = sa.select(cur).select_from(rel).where(cur.is_not(None)).limit(1)
+        value = self.scalar(stmt, f"{mapping.file}: {child.path}: reading a cursor value")
+        if value is not None:
+            self._samples[name] = value
         return value
 
     def check(self, mapping: Mapping) -> list[Problem]:

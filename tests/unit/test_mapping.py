@@ -12,6 +12,7 @@ import pytest
 
 from connector.errors import MappingError
 from connector.mapping import CompiledMapping, load_mapping_file, load_mappings
+from connector.mapping.compile import MissingColumn
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -247,8 +248,9 @@ def test_missing_column_is_a_problem(tmp_path: Path) -> None:
     cm = CompiledMapping(load_mapping_file(write(tmp_path, "orders", ORDERS)), PARIS)
     row = _order_row()
     del row["number"]
-    built = cm.build(row, {})
-    assert built.problems == ("fields.reference: column 'number' is not in the source row",)
+    with pytest.raises(MissingColumn) as info:
+        cm.build(row, {})
+    assert str(info.value) == "fields.reference: column 'number' is not in the source rows"
 
 
 @pytest.mark.parametrize(

@@ -33,12 +33,15 @@ def _engine(rows: list[tuple[int, str, datetime | None]]) -> sa.Engine:
     return engine
 
 
-def _paginate(engine: sa.Engine, spec: SourceSpec, start: q.Position | None, page: int,
-              upper: object = None) -> list[tuple[int, str]]:
+def _paginate(
+    engine: sa.Engine, spec: SourceSpec, start: q.Position | None, page: int, upper: object = None
+) -> list[tuple[int, str]]:
     seen: list[tuple[int, str]] = []
     with engine.connect() as conn:
         while True:
-            rows = [dict(r) for r in conn.execute(q.page_query(spec, start, upper, page)).mappings()]
+            rows = [
+                dict(r) for r in conn.execute(q.page_query(spec, start, upper, page)).mappings()
+            ]
             seen.extend((r["a"], r["b"]) for r in rows)
             if len(rows) < page:
                 return seen
@@ -124,8 +127,12 @@ def test_tuple_after_sql_shape_is_index_friendly() -> None:
 
 
 def test_children_query_one_statement_for_a_page() -> None:
-    child = ChildSpec("products", "children.products", "lines", None, (("order_id", "id"),), ("id",))
-    sql = str(q.children_query(child, [(1,), (2,), (1,)]).compile(compile_kwargs={"literal_binds": True}))
+    child = ChildSpec(
+        "products", "children.products", "lines", None, (("order_id", "id"),), ("id",)
+    )
+    sql = str(
+        q.children_query(child, [(1,), (2,), (1,)]).compile(compile_kwargs={"literal_binds": True})
+    )
     assert "lines.order_id IN (1, 2)" in sql
     assert sql.endswith("ORDER BY lines.order_id, lines.id")
 
@@ -153,6 +160,8 @@ def test_shift_back_widens_over_the_repeated_dst_hour() -> None:
 def test_upper_bound_forms() -> None:
     now = datetime(2026, 7, 1, 10, 0, 0, tzinfo=UTC)
     assert q.upper_bound(now, 2, datetime(2026, 1, 1), PARIS) == datetime(2026, 7, 1, 11, 59, 58)
-    assert q.upper_bound(now, 2, datetime(2026, 1, 1, tzinfo=UTC), PARIS) == now - timedelta(seconds=2)
+    assert q.upper_bound(now, 2, datetime(2026, 1, 1, tzinfo=UTC), PARIS) == now - timedelta(
+        seconds=2
+    )
     assert q.upper_bound(now, 0, "2026-01-01 00:00:00", PARIS) == "2026-07-01 12:00:00.000000"
     assert q.upper_bound(now, 0, 17, PARIS) is None
