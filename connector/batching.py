@@ -70,10 +70,10 @@ class PageWriter:
                 accepted = self._send(sends, rejects)
             deleted = self._delete(deletes, rejects) if deletes else []
             cursor = None
-            if self.move_cursor and last is not None:
-                if self.saved is None or position_after(last, self.saved):
-                    cursor = Cursor(last[0], last[1])
-                    self.saved = last
+            moved = last is not None and (self.saved is None or position_after(last, self.saved))
+            if self.move_cursor and moved and last is not None:
+                cursor = Cursor(last[0], last[1])
+                self.saved = last
             if deleted:
                 self.store.commit_deleted(self.mapping.name, deleted, None)
             self.store.commit_batch(
@@ -147,9 +147,7 @@ class PageWriter:
                         self.mapping.name,
                         u.key_text,
                         None,
-                        [
-                            f"{res.name} cannot be deleted: the mapping does not map {res.delete_id_field}"
-                        ],
+                        [f"{res.name}: cannot delete, {res.delete_id_field} is not mapped"],
                         "local",
                     )
                 )

@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("--mapping", "-m")
     rl.add_argument("--limit", type=int, default=50)
     rl.add_argument("--json", action="store_true")
+    rr = rsub.add_parser(
+        "retry",
+        help="re-read the rows behind open rejected items and send them again (after fixing a "
+        "mapping or the data)",
+        parents=[common],
+    )
+    rr.add_argument("--mapping", "-m")
 
     c = cmd("db", "state database maintenance")
     dsub = c.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -173,15 +180,20 @@ def _sync(cfg: Config, args: argparse.Namespace) -> int:
     from connector.progress import Progress
     from connector.runtime import Runtime
 
-    with Runtime.open(cfg, only=args.mapping or None) as rt:
-        with Progress(enabled=sys.stderr.isatty()) as progress:
-            results = rt.run_once(progress.update)
+    with (
+        Runtime.open(cfg, only=args.mapping or None) as rt,
+        Progress(enabled=sys.stderr.isatty()) as progress,
+    ):
+        results = rt.run_once(progress.update)
     print(_table(results))
     return 0 if all(r.outcome == "ok" for r in results) else 1
 
 
 def _table(results: Sequence[Any]) -> str:
-    head = f"{'mapping':<24} {'outcome':<11} {'read':>7} {'sent':>7} {'accepted':>8} {'rejected':>8} {'deleted':>7}"
+    head = (
+        f"{'mapping':<24} {'outcome':<11} {'read':>7} {'sent':>7} {'accepted':>8} "
+        f"{'rejected':>8} {'deleted':>7}"
+    )
     lines = [head]
     for r in results:
         c = r.counts
@@ -221,6 +233,9 @@ def _reset(cfg: Config, args: argparse.Namespace) -> int:
 def _rejected(cfg: Config, args: argparse.Namespace) -> int:
     from connector.runtime import load_state
 
+    if args.rejected_command == "retry":
+        return _retry(cfg, args)
+
     with load_state(cfg) as store:
         items = store.list_rejects(args.mapping, limit=args.limit)
     if args.json:
@@ -231,10 +246,32 @@ def _rejected(cfg: Config, args: argparse.Namespace) -> int:
         return 0
     for r in items:
         print(
-            f"#{r.id} {r.mapping} key={r.key} source={r.source} attempts={r.attempts} last={_ts(r.last_seen)}"
+            f"#{r.id} {r.mapping} key={r.key} source={r.source} attempts={r.attempts} "
+            f"last={_ts(r.last_seen)}"
         )
         print(f"    errors: {json.dumps(r.errors, default=str)[:500]}")
     return 0
+
+
+def _retry(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.runtime import Runtime
+    from connector.state.model import key_from_json
+
+    with Runtime.open(cfg, only=[args.mapping] if args.mapping else None) as rt:
+        total = 0
+        for m in rt.mappings:
+            rejects = rt.store.list_rejects(m.name, limit=100_000)
+            keys = [key_from_json(r.key) for r in rejects if r.key.startswith("[")]
+            if not keys:
+                continue
+            counts = rt.syncer(m.name).retry_rejected(keys)
+            left = rt.store.count_rejects(m.name)
+            total += left
+            print(
+                f"{m.name}: {len(keys)} rejected row(s) re-read: {counts.rows_read} found, "
+                f"{counts.accepted} accepted, {counts.rejected} rejected again; {left} still open"
+            )
+    return 0 if total == 0 else 1
 
 
 def _ts(value: datetime | None) -> str:

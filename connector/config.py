@@ -231,7 +231,8 @@ def load_config(path: str | Path | None) -> Config:
             path = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
             if path is None:
                 raise ConfigError(
-                    "no configuration file: pass --config FILE (or set SHOPIMIND_CONNECTOR_CONFIG); "
+                    "no configuration file: pass --config FILE "
+                    "(or set SHOPIMIND_CONNECTOR_CONFIG); "
                     "start from config.example.toml"
                 )
     p = Path(path)

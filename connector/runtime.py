@@ -130,7 +130,8 @@ def log_pass(res: PassResult) -> None:
     c = res.counts
     cursor = "-" if res.cursor is None else _short(res.cursor.value)
     line = (
-        f"{res.mapping}: {res.outcome} read={c.rows_read} sent={c.items_sent} accepted={c.accepted} "
+        f"{res.mapping}: {res.outcome} read={c.rows_read} sent={c.items_sent} "
+        f"accepted={c.accepted} "
         f"rejected={c.rejected} unchanged={c.unchanged} deleted={c.deleted} "
         f"requests={c.requests} took={res.seconds:.2f}s cursor={cursor}"
     )

@@ -101,7 +101,10 @@ def _age(value: datetime | None) -> str:
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    head = f"{'mapping':<24} {'cursor (UTC)':<25} {'last run':<22} {'behind':>8} {'rejected':>8} {'sent':>8} {'deleted':>8}"
+    head = (
+        f"{'mapping':<24} {'cursor (UTC)':<25} {'last run':<22} {'behind':>8} "
+        f"{'rejected':>8} {'sent':>8} {'deleted':>8}"
+    )
     lines = [head]
     for r in rows:
         last = r["last_run"]

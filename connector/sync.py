@@ -30,7 +30,7 @@ from connector.mapping.compile import CompiledMapping, MissingColumn
 from connector.mapping.spec import Mapping
 from connector.source import query as q
 from connector.source.reader import ShopReader
-from connector.state.model import Cursor, RunCounts
+from connector.state.model import Cursor, RunCounts, key_json
 from connector.state.store import StateStore
 from connector.transform import (
     Unit,
@@ -271,6 +271,10 @@ class MappingSync:
             counts.rows_read += len(rows)
             if rows:
                 self._deliver(rows, writer)
+            found = {key_json(row_key(r, self.mapping)) for r in rows}
+            gone = [key_json(k) for k in chunk if key_json(k) not in found]
+            if gone:  # the row no longer exists: nothing left to send
+                self.store.commit_deleted(self.mapping.name, gone, None)
         return counts
 
 

@@ -1,4 +1,4 @@
-"""``make demo``: a demo shop in SQLite, the local sandbox, a full sync, a few changes, a second sync.
+"""``make demo``: a demo shop in SQLite, the local sandbox, a full sync, changes, a second sync.
 
 Every step runs the real ``shopimind-connector`` commands (in this process) against the sandbox
 over HTTP on loopback.
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = shop.populate(engine, scale=args.scale, now=shop_now())
         total = sum(counts.values())
         print(
-            f"demo shop: {total} rows in {len(counts)} tables ({time.monotonic() - t0:.1f}s) -> {work / 'shop.sqlite'}"
+            f"demo shop: {total} rows in {len(counts)} tables "
+            f"({time.monotonic() - t0:.1f}s) -> {work / 'shop.sqlite'}"
         )
 
         with Sandbox(api_keys={DEMO_KEY}, requests_per_minute=600) as sb:
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             print(out.rstrip())
             stats = sb.stats()
             print(
-                f"\nthe sandbox holds: {', '.join(f'{k}={len(sb.records(k))}' for k in sorted(stats.get('records', {})))}"
+                "\nthe sandbox holds: "
+                + ", ".join(f"{k}={len(sb.records(k))}" for k in sorted(stats.get("records", {})))
             )
     finally:
         engine.dispose()

@@ -1,4 +1,4 @@
-"""Mapping files: load and validate (``load``), then compile into per-row functions (``compile``)."""
+"""Mapping files: load and validate (``load``), compile into per-row functions (``compile``)."""
 
 from connector.mapping.compile import Built, CompiledMapping
 from connector.mapping.load import load_mapping_file, load_mappings

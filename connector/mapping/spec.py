@@ -106,16 +106,17 @@ class Mapping:
     children: dict[str, ChildSpec]
     enabled: bool = True
 
-    def columns_used(self) -> set[str]:
-        cols: set[str] = set(self.source.key) | {self.source.cursor}
-        if self.source.cursor_fallback:
-            cols.add(self.source.cursor_fallback)
-        if self.source.deleted:
-            cols.add(self.source.deleted.column)
+    def column_uses(self) -> list[tuple[str, str]]:
+        """(key path in the file, column) for every source column the mapping reads."""
+        src = self.source
+        uses = [("source.key", k) for k in src.key] + [("source.cursor", src.cursor)]
+        if src.cursor_fallback:
+            uses.append(("source.cursor_fallback", src.cursor_fallback))
+        if src.deleted:
+            uses.append(("source.deleted", src.deleted.column))
         for spec in self.fields.values():
             inner = spec.fields.values() if isinstance(spec, ObjectSpec) else [spec]
-            for v in inner:
-                cols.update(v.referenced_columns)
+            uses.extend((v.path, c) for v in inner for c in v.referenced_columns)
         for ch in self.children.values():
-            cols.update(ch.parent_columns)
-        return cols
+            uses.extend((f"{ch.path}.parent_key", c) for c in ch.parent_columns)
+        return uses

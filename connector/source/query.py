@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, Unpack
+from typing import Any
 
 import sqlalchemy as sa
 
 from connector.mapping.spec import ChildSpec, SourceSpec
 
 CURSOR_LABEL = "__connector_cursor"
-AnySelect = sa.Select[Unpack[tuple[Any, ...]]]
+AnySelect = sa.Select[*tuple[Any, ...]]
 
 
 @dataclass(frozen=True)

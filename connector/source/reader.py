@@ -139,12 +139,11 @@ class ShopReader:
                 f"shop database {self.display_url}: cannot connect: {short_cause(exc)}"
             ) from exc
         src = mapping.source
-        needed = sorted(mapping.columns_used())
         cols = self._columns(insp, src.table, src.query, f, "source", problems)
         if cols is not None:
-            for c in needed:
+            for path, c in mapping.column_uses():
                 if c not in cols and c.lower() not in cols:
-                    problems.append(Problem(f, "source", f"unknown column {c!r} in {src.label}"))
+                    problems.append(Problem(f, path, f"unknown column {c!r} in {src.label}"))
             if src.table:
                 self._index_warning(insp, src.table, src.cursor, f, "source.cursor", problems)
         for name, child in mapping.children.items():
@@ -152,14 +151,15 @@ class ShopReader:
             ccols = self._columns(insp, child.table, child.query, f, path, problems)
             if ccols is None:
                 continue
-            used = set(child.child_columns) | set(child.order_by)
+            used = [(f"{path}.parent_key", c) for c in child.child_columns]
+            used += [(f"{path}.order_by", c) for c in child.order_by]
             if child.cursor:
-                used.add(child.cursor)
+                used.append((f"{path}.cursor", child.cursor))
             for spec in [*child.fields.values(), *([child.value] if child.value else [])]:
-                used.update(spec.referenced_columns)
-            for c in sorted(used):
+                used += [(spec.path, c) for c in spec.referenced_columns]
+            for where, c in used:
                 if c not in ccols and c.lower() not in ccols:
-                    problems.append(Problem(f, path, f"unknown column {c!r} in the child rows"))
+                    problems.append(Problem(f, where, f"unknown column {c!r} in the child rows"))
         return problems
 
     def _columns(

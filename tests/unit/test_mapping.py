@@ -19,7 +19,8 @@ PARIS = ZoneInfo("Europe/Paris")
 ORDERS = """
 resource = "orders"
 [source]
-query = "SELECT o.*, c.email AS c_email, c.created_at AS c_created FROM orders o JOIN customers c ON c.id = o.customer_id"
+query = '''SELECT o.*, c.email AS c_email, c.created_at AS c_created
+           FROM orders o JOIN customers c ON c.id = o.customer_id'''
 key = ["id"]
 cursor = "updated_at"
 [fields]

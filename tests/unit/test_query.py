@@ -81,7 +81,7 @@ def test_resuming_after_a_saved_cursor_reads_exactly_the_rest(
     engine = _engine(data)
     if data:
         cut %= len(data)
-        a, b, ts = data[cut]
+        a, b, _ts = data[cut]
         # the cursor as the database gave it back (SQLite text, full precision)
         with engine.connect() as conn:
             raw = conn.exec_driver_sql("SELECT ts FROM items WHERE a=? AND b=?", (a, b)).scalar()
@@ -110,7 +110,8 @@ def test_cursor_fallback_orders_by_coalesce() -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE items (a INTEGER PRIMARY KEY, ts TEXT, fb TEXT)")
         conn.exec_driver_sql(
-            "INSERT INTO items VALUES (1, '2026-01-03', NULL), (2, NULL, '2026-01-02'), (3, NULL, NULL)"
+            "INSERT INTO items VALUES "
+            "(1, '2026-01-03', NULL), (2, NULL, '2026-01-02'), (3, NULL, NULL)"
         )
     with engine.connect() as conn:
         got = [r["a"] for r in conn.execute(q.page_query(spec, None, None, 10)).mappings()]
