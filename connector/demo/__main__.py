@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             steps: list[tuple[str, list[str]]] = [
                 ("state database", ["db", "upgrade"]),
                 ("check", ["check"]),
-                ("first sync (full)", ["sync"]),
+                ("first sync (full)", ["sync", "--log-level", "warning"]),
             ]
             for title, cmd in steps:
                 code, out = _run(*cmd, "--config", str(cfg))
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f"{t}: {len(ids)}" for t, ids in changed.items() if ids)
             )
             time.sleep(0.1)
-            code, out = _run("sync", "--config", str(cfg))
+            code, out = _run("sync", "--config", str(cfg), "--log-level", "warning")
             print("\n== second sync (only the changes): shopimind-connector sync")
             print(out.rstrip())
             if code != 0:
