@@ -1,16 +1,21 @@
-"""Deliver one page of transformed rows: batches to the API, then one state commit per batch.
+"""Deliver pages of transformed rows: batches to the API, several in flight, committed in order.
 
-The order of units is the order of the rows in the page (cursor order). Each flush sends the
-pending upserts and deletes, then commits — in one state transaction — the accepted hashes, the
-rejected items and the cursor position of the last row handled. A row is therefore never behind
-the saved cursor unless it was accepted, rejected (and kept), unchanged, or deleted.
+Units arrive in cursor order. They are cut into batches (at most the resource's batch limit of
+upserts, or its delete limit of deletes). Each batch is sent on the shared send pool, so several
+requests can be in flight while the next page is read; batches are *committed* strictly in order:
+one state transaction per batch with its accepted hashes, its rejected items and the cursor
+position of its last row. If a batch fails, nothing after it moves the cursor (batches after it
+that were accepted still record their hashes, so they are not re-sent), and the error is raised.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from connector.destination.client import ApiClient
@@ -31,8 +36,27 @@ def position_after(a: Position, b: Position) -> bool:
         return True
 
 
+@dataclass
+class Batch:
+    sends: list[Unit] = field(default_factory=list)
+    deletes: list[tuple[Unit, dict[str, Any]]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    last: Position | None = None
+    # filled by the send
+    accepted: list[Accepted] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    counts: RunCounts = field(default_factory=RunCounts)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.sends or self.deletes or self.rejects or self.last)
+
+
 class PageWriter:
-    """Sends units and commits cursors; ``saved`` is the cursor position saved so far."""
+    """Sends units and commits cursors; ``saved`` is the cursor position saved so far.
+
+    Call ``write`` for each page, then ``finish`` (also on errors) to drain what is in flight.
+    """
 
     def __init__(
         self,
@@ -45,6 +69,8 @@ class PageWriter:
         saved: Position | None,
         move_cursor: bool = True,
         forced: Callable[[Unit], bool] = lambda u: False,
+        pool: Executor | None = None,
+        max_in_flight: int = 1,
     ) -> None:
         self.compiled = compiled
         self.mapping = compiled.mapping
@@ -55,50 +81,32 @@ class PageWriter:
         self.saved = saved
         self.move_cursor = move_cursor
         self.forced = forced
+        self.pool = pool
+        self.max_in_flight = max_in_flight
+        self._pending: deque[tuple[Batch, Future[Batch]]] = deque()
+        self._failed: BaseException | None = None
+
+    # --- building batches ------------------------------------------------------------------------
 
     def write(self, units: Sequence[Unit], rows: Sequence[dict[str, Any]]) -> None:
         res = self.mapping.resource
         known = self.store.get_hashes(self.mapping.name, [u.key_text for u in units])
-        sends: list[Unit] = []
-        deletes: list[tuple[Unit, dict[str, Any]]] = []
-        rejects: list[Reject] = []
-        last: Position | None = None
-
-        def flush() -> None:
-            accepted: list[Accepted] = []
-            if sends:
-                accepted = self._send(sends, rejects)
-            deleted = self._delete(deletes, rejects) if deletes else []
-            cursor = None
-            moved = last is not None and (self.saved is None or position_after(last, self.saved))
-            if self.move_cursor and moved and last is not None:
-                cursor = Cursor(last[0], last[1])
-                self.saved = last
-            if deleted:
-                self.store.commit_deleted(self.mapping.name, deleted, None)
-            self.store.commit_batch(
-                self.mapping.name, accepted=accepted, rejects=rejects, cursor=cursor
-            )
-            self.counts.rejected += len(rejects)
-            sends.clear()
-            deletes.clear()
-            rejects.clear()
-
+        batch = Batch()
         for u, row in zip(units, rows, strict=True):
-            if self.stop.is_set():
-                break  # what is pending is still delivered and committed below
+            if self.stop.is_set() or self._failed is not None:
+                break  # what is pending is still delivered and committed by finish()
             if u.kind == "send":
                 if known.get(u.key_text) == u.hash and not self.forced(u):
                     self.counts.unchanged += 1
                 else:
-                    sends.append(u)
+                    batch.sends.append(u)
             elif u.kind == "delete":
                 if u.key_text in known:
-                    deletes.append((u, row))
+                    batch.deletes.append((u, row))
                 else:
                     self.counts.unchanged += 1
             else:
-                rejects.append(
+                batch.rejects.append(
                     Reject(self.mapping.name, u.key_text, None, list(u.problems), "local")
                 )
                 log.warning(
@@ -108,70 +116,161 @@ class PageWriter:
                     "; ".join(u.problems),
                 )
             if u.position is not None:
-                last = u.position
-            if len(sends) >= res.batch_limit or len(deletes) >= res.delete_limit:
-                flush()
-        flush()
+                batch.last = u.position
+            if len(batch.sends) >= res.batch_limit or len(batch.deletes) >= res.delete_limit:
+                self._submit(batch)
+                batch = Batch()
+        if not batch.empty:
+            self._submit(batch)
+        self._raise_if_failed()
 
-    def _send(self, units: list[Unit], rejects: list[Reject]) -> list[Accepted]:
+    def _submit(self, batch: Batch) -> None:
+        if not (batch.sends or batch.deletes):
+            done: Future[Batch] = Future()
+            done.set_result(batch)
+            self._pending.append((batch, done))
+        elif self.pool is None or self.max_in_flight <= 1:
+            fut: Future[Batch] = Future()
+            try:
+                fut.set_result(self._deliver(batch))
+            except BaseException as exc:  # committed (or not) in order by _commit_ready
+                fut.set_exception(exc)
+            self._pending.append((batch, fut))
+        else:
+            while self._in_flight() >= self.max_in_flight:
+                self._commit_head(block=True)
+            self._pending.append((batch, self.pool.submit(self._deliver, batch)))
+        self._commit_ready()
+
+    def _in_flight(self) -> int:
+        return sum(1 for _, f in self._pending if not f.done())
+
+    # --- sending (runs on the send pool) ---------------------------------------------------------
+
+    def _deliver(self, batch: Batch) -> Batch:
+        if batch.sends:
+            self._send(batch)
+        if batch.deletes:
+            self._delete(batch)
+        return batch
+
+    def _send(self, batch: Batch) -> None:
         res = self.mapping.resource
+        units = batch.sends
         items = [u.item for u in units]
-        result = self.client.send_items(
-            res.path, items, what=f"{self.mapping.name}: POST {res.path}"
-        )
-        self.counts.requests += result.requests
-        self.counts.items_sent += len(items)
+        what = f"{self.mapping.name}: POST {res.path}"
+        result = self.client.send_items(res.path, items, what=what)
+        batch.counts.requests += result.requests
+        batch.counts.items_sent += len(items)
         refused = {i for i, _ in result.rejected if i >= 0}
         for i, entry in result.rejected:
             u = units[i] if 0 <= i < len(units) else None
             key = u.key_text if u else "unmatched:" + payload_hash(entry)[:16]
-            rejects.append(Reject(self.mapping.name, key, u.item if u else None, entry, "api"))
+            batch.rejects.append(
+                Reject(self.mapping.name, key, u.item if u else None, entry, "api")
+            )
             log.warning(
                 "%s: ShopiMind rejected row %s (kept in rejected items): %s",
                 self.mapping.file,
-                key or "?",
+                key,
                 entry,
             )
-        accepted = [Accepted(u.key_text, u.hash) for i, u in enumerate(units) if i not in refused]
-        self.counts.accepted += len(accepted)
-        return accepted
+        batch.accepted = [
+            Accepted(u.key_text, u.hash) for i, u in enumerate(units) if i not in refused
+        ]
+        batch.counts.accepted += len(batch.accepted)
 
-    def _delete(self, pairs: list[tuple[Unit, dict[str, Any]]], rejects: list[Reject]) -> list[str]:
+    def _delete(self, batch: Batch) -> None:
         """Bulk-delete on ShopiMind, grouped by route, at most ``delete_limit`` ids a call."""
         res = self.mapping.resource
         assert res.delete_body_key is not None
         if not self.compiled.can_delete:
-            for u, _row in pairs:
-                rejects.append(
-                    Reject(
-                        self.mapping.name,
-                        u.key_text,
-                        None,
-                        [f"{res.name}: cannot delete, {res.delete_id_field} is not mapped"],
-                        "local",
-                    )
-                )
-            return []
+            for u, _row in batch.deletes:
+                why = f"{res.name}: cannot delete, {res.delete_id_field} is not mapped"
+                batch.rejects.append(Reject(self.mapping.name, u.key_text, None, [why], "local"))
+            return
         groups: dict[str, dict[Any, list[str]]] = {}
-        for u, row in pairs:
+        for u, row in batch.deletes:
             try:
                 path, ident = self.compiled.delete_ref(row)
             except ValueError as exc:
-                rejects.append(
+                batch.rejects.append(
                     Reject(self.mapping.name, u.key_text, None, [f"cannot delete: {exc}"], "local")
                 )
                 continue
             groups.setdefault(path, {}).setdefault(ident, []).append(u.key_text)
-        done: list[str] = []
         for path, by_id in groups.items():
             ids = list(by_id)
             for i in range(0, len(ids), res.delete_limit):
                 chunk = ids[i : i + res.delete_limit]
-                self.client.delete_ids(
-                    path, res.delete_body_key, chunk, what=f"{self.mapping.name}: POST {path}"
-                )
-                self.counts.requests += 1
-                self.counts.deleted += len(chunk)
+                what = f"{self.mapping.name}: POST {path}"
+                self.client.delete_ids(path, res.delete_body_key, chunk, what=what)
+                batch.counts.requests += 1
+                batch.counts.deleted += len(chunk)
                 for ident in chunk:
-                    done.extend(by_id[ident])
-        return done
+                    batch.deleted.extend(by_id[ident])
+
+    # --- committing, in order ---------------------------------------------------------------------
+
+    def _commit_ready(self) -> None:
+        while self._pending and self._pending[0][1].done():
+            self._commit_head(block=False)
+
+    def _commit_head(self, *, block: bool) -> None:
+        _batch, fut = self._pending[0]
+        try:
+            done = fut.result() if block or fut.done() else None
+        except BaseException as exc:
+            self._pending.popleft()
+            if self._failed is None:
+                self._failed = exc
+            return
+        if done is None:
+            return
+        self._pending.popleft()
+        self._commit(done, move_cursor=self._failed is None)
+
+    def _commit(self, batch: Batch, *, move_cursor: bool) -> None:
+        cursor = None
+        last = batch.last
+        ahead = last is not None and (self.saved is None or position_after(last, self.saved))
+        if self.move_cursor and move_cursor and ahead and last is not None:
+            cursor = Cursor(last[0], last[1])
+            self.saved = last
+        if batch.deleted:
+            self.store.commit_deleted(self.mapping.name, batch.deleted, None)
+        rejects = batch.rejects if move_cursor else [r for r in batch.rejects if r.source == "api"]
+        self.store.commit_batch(
+            self.mapping.name, accepted=batch.accepted, rejects=rejects, cursor=cursor
+        )
+        c, b = self.counts, batch.counts
+        c.requests += b.requests
+        c.items_sent += b.items_sent
+        c.accepted += b.accepted
+        c.deleted += b.deleted
+        c.rejected += len(rejects)
+
+    def finish(self) -> None:
+        """Wait for every batch in flight and commit in order; then raise the first failure."""
+        while self._pending:
+            self._commit_head(block=True)
+        self._raise_if_failed()
+
+    def abandon(self) -> None:
+        """After an error elsewhere: still commit what the API accepted, never raise."""
+        try:
+            self.finish()
+        except BaseException as exc:  # already failing: the first error wins
+            log.debug("%s: while draining: %s", self.mapping.file, exc)
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            exc, self._failed = self._failed, None
+            # drain the rest so accepted batches record their hashes (without moving the cursor)
+            while self._pending:
+                _batch, fut = self._pending.popleft()
+                try:
+                    self._commit(fut.result(), move_cursor=False)
+                except BaseException:
+                    continue
+            raise exc

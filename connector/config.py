@@ -91,6 +91,7 @@ class SyncConfig(_Strict):
     mappings_dir: str = "mappings"
     poll_interval: Duration = 60.0
     page_size: int = Field(500, ge=1, le=100_000)
+    max_in_flight: int = Field(8, ge=1, le=256)
     only: list[str] = Field(default_factory=list)
 
 

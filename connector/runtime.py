@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -44,6 +45,7 @@ class Runtime:
     client: ApiClient | None
     stop: threading.Event = field(default_factory=threading.Event)
     compiled: dict[str, CompiledMapping] = field(default_factory=dict)
+    pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def open(
@@ -81,7 +83,10 @@ class Runtime:
                 reader.close()
             store.close()
             raise
-        rt = cls(config, mappings, store, reader, client, stop)
+        pool = ThreadPoolExecutor(
+            max_workers=max(2, config.sync.max_in_flight * 2), thread_name_prefix="send"
+        )
+        rt = cls(config, mappings, store, reader, client, stop, pool=pool)
         for m in mappings:
             rt.compiled[m.name] = CompiledMapping(
                 m, config.shop_tz, config.shopimind.id_data_source
@@ -89,6 +94,8 @@ class Runtime:
         return rt
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
         if self.client is not None:
             self.client.close()
         self.reader.close()
@@ -112,6 +119,8 @@ class Runtime:
             page_size=self.config.sync.page_size,
             stop=self.stop,
             progress=progress,
+            pool=self.pool,
+            max_in_flight=self.config.sync.max_in_flight,
         )
 
     def run_once(self, progress: ProgressFn | None = None) -> list[PassResult]:

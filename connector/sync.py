@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
@@ -73,6 +75,8 @@ class MappingSync:
         page_size: int = 500,
         stop: threading.Event | None = None,
         progress: ProgressFn | None = None,
+        pool: Executor | None = None,
+        max_in_flight: int = 1,
     ) -> None:
         self.compiled = compiled
         self.mapping: Mapping = compiled.mapping
@@ -86,6 +90,8 @@ class MappingSync:
         )
         self.stop = stop or threading.Event()
         self.progress = progress
+        self.pool = pool
+        self.max_in_flight = max_in_flight
         self._force_until: Any = None
 
     # --- a pass ----------------------------------------------------------------------------------
@@ -125,6 +131,8 @@ class MappingSync:
             saved=saved,
             move_cursor=move_cursor,
             forced=self._forced,
+            pool=self.pool,
+            max_in_flight=self.client.in_flight_target(self.max_in_flight),
         )
 
     def _scan(self, counts: RunCounts) -> None:
@@ -143,20 +151,20 @@ class MappingSync:
         self._force_until = Cursor.from_json(forced).value if forced else None
         writer = self._writer(counts, (saved.value, saved.key) if saved else None, True)
         try:
-            while not self.stop.is_set():
-                rows = self._read(
-                    q.page_query(spec, start, upper, self.page_size), "reading a page"
-                )
-                if not rows:
-                    break
-                counts.rows_read += len(rows)
-                self._deliver(rows, writer)
-                last = rows[-1]
-                start = q.Position(last[q.CURSOR_LABEL], row_key(last, self.mapping))
-                if self.progress:
-                    self.progress(self.mapping.name, len(rows))
-                if len(rows) < self.page_size:
-                    break
+            with drained(writer):
+                while not self.stop.is_set():
+                    stmt = q.page_query(spec, start, upper, self.page_size)
+                    rows = self._read(stmt, "reading a page")
+                    if not rows:
+                        break
+                    counts.rows_read += len(rows)
+                    self._deliver(rows, writer)
+                    last = rows[-1]
+                    start = q.Position(last[q.CURSOR_LABEL], row_key(last, self.mapping))
+                    if self.progress:
+                        self.progress(self.mapping.name, len(rows))
+                    if len(rows) < self.page_size:
+                        break
         finally:
             self._force_until = None
         if forced and not self.stop.is_set():
@@ -164,20 +172,18 @@ class MappingSync:
 
     def _null_cursor_sweep(self, counts: RunCounts) -> None:
         """Rows with no cursor value: walked by key, sent on first sight and when they change."""
-        writer = self._writer(counts, None, False)
         after: tuple[Any, ...] | None = None
-        while not self.stop.is_set():
-            rows = self._read(
-                q.null_cursor_query(self.mapping.source, after, self.page_size),
-                "reading rows with a NULL cursor",
-            )
-            if not rows:
-                return
-            counts.rows_read += len(rows)
-            self._deliver(rows, writer)
-            after = row_key(rows[-1], self.mapping)
-            if len(rows) < self.page_size:
-                return
+        with drained(self._writer(counts, None, False)) as writer:
+            while not self.stop.is_set():
+                stmt = q.null_cursor_query(self.mapping.source, after, self.page_size)
+                rows = self._read(stmt, "reading rows with a NULL cursor")
+                if not rows:
+                    return
+                counts.rows_read += len(rows)
+                self._deliver(rows, writer)
+                after = row_key(rows[-1], self.mapping)
+                if len(rows) < self.page_size:
+                    return
 
     def _child_changes(self, counts: RunCounts) -> None:
         """Children with their own cursor: a changed child re-sends its parent (hash-checked)."""
@@ -198,27 +204,27 @@ class MappingSync:
                 )
                 continue
             since = q.shift_back(mark, self.mapping.source.lookback, self.tz)
-            writer = self._writer(counts, None, False)
             after: tuple[Any, ...] | None = None
             newest = mark
-            while not self.stop.is_set():
-                links = self._read(
-                    q.changed_parents_query(child, since, upper, after, self.page_size),
-                    f"{child.path}: reading changed child rows",
-                )
-                if not links:
-                    break
-                keys = [tuple(get_column(r, c) for c in child.child_columns) for r in links]
-                rows = self._read(
-                    q.rows_by_key_query(self.mapping.source, child.parent_columns, keys),
-                    "re-reading parents of changed child rows",
-                )
-                counts.rows_read += len(rows)
-                self._deliver(rows, writer)
-                after = (links[-1][q.CURSOR_LABEL], *keys[-1])
-                newest = _max(newest, links[-1][q.CURSOR_LABEL])
-                if len(links) < self.page_size:
-                    break
+            with drained(self._writer(counts, None, False)) as writer:
+                while not self.stop.is_set():
+                    links = self._read(
+                        q.changed_parents_query(child, since, upper, after, self.page_size),
+                        f"{child.path}: reading changed child rows",
+                    )
+                    if not links:
+                        break
+                    keys = [tuple(get_column(r, c) for c in child.child_columns) for r in links]
+                    rows = self._read(
+                        q.rows_by_key_query(self.mapping.source, child.parent_columns, keys),
+                        "re-reading parents of changed child rows",
+                    )
+                    counts.rows_read += len(rows)
+                    self._deliver(rows, writer)
+                    after = (links[-1][q.CURSOR_LABEL], *keys[-1])
+                    newest = _max(newest, links[-1][q.CURSOR_LABEL])
+                    if len(links) < self.page_size:
+                        break
             if not self.stop.is_set():
                 self.store.set_meta(
                     meta, Cursor(upper if upper is not None else newest, ()).to_json()
@@ -261,21 +267,32 @@ class MappingSync:
     def retry_rejected(self, keys: Sequence[tuple[Any, ...]]) -> RunCounts:
         """Re-read rows by key and deliver them again (after a mapping fix); cursor untouched."""
         counts = RunCounts()
-        writer = self._writer(counts, None, False)
         spec = self.mapping.source
-        for i in range(0, len(keys), self.page_size):
-            chunk = list(keys[i : i + self.page_size])
-            rows = self._read(
-                q.rows_by_key_query(spec, spec.key, chunk), "re-reading rejected rows"
-            )
-            counts.rows_read += len(rows)
-            if rows:
-                self._deliver(rows, writer)
-            found = {key_json(row_key(r, self.mapping)) for r in rows}
-            gone = [key_json(k) for k in chunk if key_json(k) not in found]
-            if gone:  # the row no longer exists: nothing left to send
-                self.store.commit_deleted(self.mapping.name, gone, None)
+        with drained(self._writer(counts, None, False)) as writer:
+            for i in range(0, len(keys), self.page_size):
+                chunk = list(keys[i : i + self.page_size])
+                stmt = q.rows_by_key_query(spec, spec.key, chunk)
+                rows = self._read(stmt, "re-reading rejected rows")
+                counts.rows_read += len(rows)
+                if rows:
+                    self._deliver(rows, writer)
+                found = {key_json(row_key(r, self.mapping)) for r in rows}
+                gone = [key_json(k) for k in chunk if key_json(k) not in found]
+                if gone:  # the row no longer exists: nothing left to send
+                    self.store.commit_deleted(self.mapping.name, gone, None)
         return counts
+
+
+@contextmanager
+def drained(writer: PageWriter) -> Iterator[PageWriter]:
+    """Commit everything in flight when a phase ends; on an error, commit what was accepted
+    (without hiding the error)."""
+    try:
+        yield writer
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.finish()
 
 
 def _max(a: Any, b: Any) -> Any:

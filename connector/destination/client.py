@@ -102,6 +102,13 @@ class ApiClient:
             follow_redirects=False,
         )
         self.base_url = base_url.rstrip("/")
+        self.latency = 0.0  # moving average of answer times, seconds (sizes the send pipeline)
+
+    def in_flight_target(self, cap: int) -> int:
+        """How many requests to keep in flight so the budget, not the round trip, limits speed:
+        requests per second x answer time, with headroom; at least 1, at most ``cap``."""
+        want = self.budget.rate * max(self.latency, 0.01) * 1.5 + 1
+        return max(1, min(cap, int(want + 0.999)))
 
     def close(self) -> None:
         self._http.close()
@@ -142,8 +149,10 @@ class ApiClient:
             except httpx.RequestError as exc:  # e.g. DecodingError: a corrupt answer
                 cause = f"unreadable answer ({type(exc).__name__}: {exc})"
             finally:
+                took = time.monotonic() - started
+                self.latency = took if self.latency == 0.0 else 0.8 * self.latency + 0.2 * took
                 if self.on_request:
-                    self.on_request(path, status, time.monotonic() - started)
+                    self.on_request(path, status, took)
             if status is not None:
                 if status in (401, 403):
                     raise AuthError(_auth_message(status, self.base_url))

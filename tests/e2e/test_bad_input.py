@@ -184,6 +184,7 @@ def test_api_down_mid_run_resumes_after_last_accepted_batch(
             env.sandbox.inject(status=502, count=1000)
         return real(self, path, items, what=what)
 
+    env.write_config(sync={"mappings_dir": str(env.mappings), "max_in_flight": 1})
     monkeypatch.setattr(ApiClient, "send_items", failing_after_one)
     res = env.cli("sync")
     assert res.code == 1
