@@ -32,7 +32,7 @@ from connector.mapping.compile import CompiledMapping, MissingColumn
 from connector.mapping.spec import Mapping
 from connector.source import query as q
 from connector.source.reader import ShopReader
-from connector.state.model import Cursor, RunCounts, key_json
+from connector.state.model import Cursor, RunCounts, key_from_json, key_json
 from connector.state.store import StateStore
 from connector.transform import (
     Unit,
@@ -48,6 +48,7 @@ log = logging.getLogger("connector.sync")
 ProgressFn = Callable[[str, int], None]
 FORCE_META = "force_resend:{}"
 CHILD_META = "child_cursor:{}:{}"
+API_REJECT_ATTEMPTS = 3  # an item the API rejected is sent at most this many times unchanged
 
 
 @dataclass
@@ -108,6 +109,8 @@ class MappingSync:
                 self._null_cursor_sweep(counts)
             if not self.stop.is_set():
                 self._child_changes(counts)
+            if not self.stop.is_set():
+                self._retry_api_rejects(counts)
             if self.stop.is_set():
                 result.outcome = "interrupted"
                 result.message = "stopped; the cursor is saved after the last accepted batch"
@@ -263,6 +266,20 @@ class MappingSync:
             return bool(u.position[0] <= self._force_until)
         except TypeError:
             return True
+
+    def _retry_api_rejects(self, counts: RunCounts) -> None:
+        """Items the API rejected are tried again on the next passes (a few times): a rejection
+        can be an ordering effect (a variation sent before its product) that fixes itself."""
+        rejects = self.store.list_rejects(self.mapping.name, limit=self.page_size)
+        keys = [
+            key_from_json(r.key)
+            for r in rejects
+            if r.source == "api" and r.attempts < API_REJECT_ATTEMPTS and r.key.startswith("[")
+        ]
+        if keys:
+            again = self.retry_rejected(keys)
+            for name in ("rows_read", "items_sent", "accepted", "rejected", "requests", "deleted"):
+                setattr(counts, name, getattr(counts, name) + getattr(again, name))
 
     def retry_rejected(self, keys: Sequence[tuple[Any, ...]]) -> RunCounts:
         """Re-read rows by key and deliver them again (after a mapping fix); cursor untouched."""
