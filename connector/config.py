@@ -195,14 +195,12 @@ def read_secret(
     if credential and cred_dir and (Path(cred_dir) / credential).is_file():
         return (Path(cred_dir) / credential).read_text(encoding="utf-8").strip()
     if required:
-        where = [f"environment variable {env}" for _ in [1] if env] + [
-            "file (set *_file)" if not file else f"file {file}"
-        ]
+        where = ["a file (the *_file key)"]
+        if env:
+            where.insert(0, f"the environment variable {env}")
         if credential:
-            where.append(f"systemd credential '{credential}'")
-        raise ConfigError(
-            f"the {what} is missing: provide it through the " + " or the ".join(where)
-        )
+            where.append(f"the systemd credential '{credential}' (LoadCredential=)")
+        raise ConfigError(f"the {what} is missing: provide it through " + ", or ".join(where))
     return None
 
 
@@ -247,6 +245,9 @@ def load_config(path: str | Path | None) -> Config:
 
 
 def config_from_dict(data: dict[str, Any], *, base_dir: Path, file: str = "<memory>") -> Config:
+    for internal in ("base_dir", "file"):
+        if internal in data:
+            raise ConfigError(f"invalid configuration:\n  {file}: {internal}: unknown key")
     try:
         return Config.model_validate({**data, "base_dir": base_dir, "file": file})
     except ValidationError as exc:

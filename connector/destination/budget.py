@@ -59,11 +59,16 @@ class Budget:
             return wait
 
     def acquire(self, stop: threading.Event | None = None) -> float:
-        """Block until a request may be sent; returns the seconds waited."""
+        """Block until a request may be sent; returns the seconds waited.
+
+        Returns a negative number when ``stop`` was set during the wait: the slot was not
+        reached, and the caller must not send (the budget is never exceeded, even on shutdown).
+        """
         wait = self.reserve()
         if wait > 0:
             if stop is not None:
-                stop.wait(wait)
+                if stop.wait(wait):
+                    return -1.0
             else:
                 self._sleep(wait)
         return wait

@@ -135,7 +135,8 @@ class ApiClient:
         what = what or f"{method} {path}"
         attempt = 0
         while True:
-            self.budget.acquire(self.stop)
+            if self.budget.acquire(self.stop) < 0:
+                raise DeliveryError(f"{what}: not sent, the connector is stopping")
             started = time.monotonic()
             status: int | None = None
             retry_after: float | None = None

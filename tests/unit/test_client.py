@@ -667,3 +667,33 @@ def test_real_backoff_is_short_with_small_policy(make: Any) -> None:
     assert res.sent_count == 1
     assert len(rec.requests) == 4
     assert time.monotonic() - started < 1.0
+
+
+def test_stop_during_budget_wait_sends_nothing() -> None:
+    import threading
+
+    from connector.destination.budget import Budget
+    from connector.destination.client import ApiClient, RetryPolicy
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"statusCode": 200, "sent_count": 1, "rejected_items": []})
+
+    stop = threading.Event()
+    budget = Budget(2, burst=1)  # one free slot, then 60 s until the next
+    client = ApiClient(
+        "http://api.test",
+        "k" * 24,
+        budget=budget,
+        retry=RetryPolicy(0, 0.001, 0.001),
+        transport=httpx.MockTransport(handler),
+        stop=stop,
+    )
+    client.send_items("/v1/customers", [{"a": 1}])
+    threading.Timer(0.05, stop.set).start()
+    with pytest.raises(DeliveryError, match="not sent, the connector is stopping"):
+        client.send_items("/v1/customers", [{"a": 2}])
+    assert len(seen) == 1
+    client.close()
