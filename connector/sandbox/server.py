@@ -365,6 +365,13 @@ class Sandbox:
 
     def clear_faults(self) -> None:
         self.context.faults.clear()
+        self.context.store.clear_refusals()
+
+    def refuse(self, resource_name: str, keys: dict[str, str]) -> None:
+        """Reject items with these key texts (``"42"``, ``"42|fr"``) in ``rejected_items`` with
+        the given message, as the real API does for rules the connector cannot check itself."""
+        _check_name(resource_name)
+        self.context.store.refuse(resource_name, keys)
 
     def reset(self) -> None:
         """Forget records, deletions, the request log, faults and rate-limit windows."""

@@ -242,3 +242,53 @@ def test_password_never_printed(env: Env, tmp_path: Path) -> None:
     assert (
         res.code == 1 and "shop database postgresql+psycopg://shop:***@127.0.0.1:1/shop" in res.err
     )
+
+
+def test_api_rejected_items_are_kept_retried_and_do_not_block(env: Env) -> None:
+    victims = sorted(live_customers(env), key=int)[:2]
+    env.sandbox.refuse("customers", {v: "customer_id: blocked by a server rule" for v in victims})
+    res = env.cli("sync")
+    assert res.code == 0, res.text
+    assert "ShopiMind rejected row" in res.err
+    assert set(env.sandbox.records("customers")) == live_customers(env) - set(victims)
+    listed = json.loads(env.cli("rejected", "list", "--json").out)
+    assert {r["key"] for r in listed} == {f"[{v}]" for v in victims}
+    assert all(r["source"] == "api" for r in listed)
+    assert all("blocked by a server rule" in json.dumps(r["errors"]) for r in listed)
+    assert json.loads(env.cli("status", "--json").out)[0]["rows_behind"] == 0  # cursor moved on
+
+    # the next passes try them again, a bounded number of times
+    for _ in range(4):
+        env.cli("sync")
+    attempts = [r["attempts"] for r in json.loads(env.cli("rejected", "list", "--json").out)]
+    assert attempts == [3, 3]
+    posted = sum(
+        1 for r in env.sandbox.requests if r.method == "POST" and r.resource == "customers"
+    )
+    env.cli("sync")
+    assert posted == sum(
+        1 for r in env.sandbox.requests if r.method == "POST" and r.resource == "customers"
+    )  # no further automatic attempts
+
+    # the server-side cause goes away: `rejected retry` delivers them
+    env.sandbox.clear_faults()
+    res = env.cli("rejected", "retry")
+    assert res.code == 0, res.text
+    assert set(env.sandbox.records("customers")) == live_customers(env)
+    assert env.cli("rejected", "list").out.strip() == "no open rejected items"
+
+
+def test_check_warns_when_the_cursor_column_has_no_index(env: Env) -> None:
+    env.execute("CREATE TABLE loyalty (id INTEGER PRIMARY KEY, name VARCHAR(20), changed DATE)")
+    (env.mappings / "carriers.toml").write_text(
+        'resource = "orders_carriers"\n[source]\ntable = "loyalty"\nkey = "id"\n'
+        'cursor = "changed"\n[fields]\ncarrier_id = "id"\nname = "name"\n'
+        'is_active = { const = true }\ncreated_at = "changed"\nupdated_at = "changed"\n'
+    )
+    res = env.cli("check")
+    assert res.code == 0, res.text
+    assert (
+        "carriers.toml: source.cursor: warning: no index starts with 'changed' on loyalty"
+        in res.err
+    )
+    assert "CREATE INDEX" in res.err
