@@ -41,6 +41,7 @@ class Batch:
     sends: list[Unit] = field(default_factory=list)
     deletes: list[tuple[Unit, dict[str, Any]]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)  # deleted before ever accepted
     last: Position | None = None
     # filled by the send
     accepted: list[Accepted] = field(default_factory=list)
@@ -49,7 +50,7 @@ class Batch:
 
     @property
     def empty(self) -> bool:
-        return not (self.sends or self.deletes or self.rejects or self.last)
+        return not (self.sends or self.deletes or self.rejects or self.settled or self.last)
 
 
 class PageWriter:
@@ -103,8 +104,9 @@ class PageWriter:
             elif u.kind == "delete":
                 if u.key_text in known:
                     batch.deletes.append((u, row))
-                else:
-                    self.counts.unchanged += 1
+                else:  # never accepted (or already deleted): nothing to delete remotely, and
+                    self.counts.unchanged += 1  # an open reject of it has nothing left to retry
+                    batch.settled.append(u.key_text)
             else:
                 batch.rejects.append(
                     Reject(self.mapping.name, u.key_text, None, list(u.problems), "local")
@@ -240,6 +242,8 @@ class PageWriter:
         if batch.deleted:
             self.store.commit_deleted(self.mapping.name, batch.deleted, None)
         rejects = batch.rejects if move_cursor else [r for r in batch.rejects if r.source == "api"]
+        if batch.settled:
+            self.store.settle(self.mapping.name, batch.settled)
         self.store.commit_batch(
             self.mapping.name, accepted=batch.accepted, rejects=rejects, cursor=cursor
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 from connector import __version__, logsetup
 from connector.config import Config, load_config
-from connector.errors import ConnectorError, FatalError, MappingError
+from connector.errors import ConfigError, ConnectorError, FatalError, MappingError
 from connector.mapping import load_mappings
 
 log = logging.getLogger("connector")
@@ -66,7 +66,52 @@ def _parser() -> argparse.ArgumentParser:
         "--mapping", "-m", action="append", default=[], help="only this mapping (repeatable)"
     )
 
-    cmd("run", "run as a service: a pass of every mapping each poll interval until SIGTERM")
+    cmd(
+        "run",
+        "run as a service: a pass of every mapping each poll interval until SIGTERM "
+        "(SIGHUP re-reads the config and mapping files)",
+    )
+
+    c = cmd(
+        "health",
+        "exit 0 when every enabled mapping completed a successful pass recently, else 1 "
+        "(for monitoring probes; reads only the state database)",
+    )
+    c.add_argument(
+        "--intervals",
+        type=float,
+        default=3.0,
+        metavar="N",
+        help="recent = within N poll intervals (default 3)",
+    )
+    c.add_argument(
+        "--max-age", metavar="DURATION", help="recent = within this duration, e.g. 15m (wins)"
+    )
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+
+    c = cmd(
+        "reconcile",
+        "delete on ShopiMind the rows deleted outright in the shop (compares the keys sent with "
+        "the shop's rows)",
+    )
+    c.add_argument(
+        "--mapping", "-m", action="append", default=[], help="only this mapping (repeatable)"
+    )
+    c.add_argument("--dry-run", action="store_true", help="compare and report; delete nothing")
+    c.add_argument(
+        "--max-delete-share",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="delete nothing when more than this share of a mapping's records would go "
+        "(default 0.5; 1 = no limit)",
+    )
+
+    c = cmd("contact", "show ShopiMind's unified contact of an email or a shop customer id")
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--email", help="the contact's email (case-insensitive)")
+    who.add_argument("--customer-id", metavar="ID", help="the shop's customer id")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
 
     c = cmd("status", "per mapping: cursor, last run, rows behind, rejected items")
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -125,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
+    if logsetup.structured():  # journald priorities / JSON lines: through the log handler
+        log.error("%s", message)
+        return
     print(f"error: {logsetup.REDACT.redact(message)}", file=sys.stderr)
 
 
@@ -143,10 +191,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         "preview": _preview,
         "sync": _sync,
         "run": _run,
+        "health": _health,
         "status": _status,
         "reset": _reset,
         "rejected": _rejected,
         "db": _db,
+        "contact": _contact,
+        "reconcile": _reconcile,
     }[args.command]
     return handler(cfg, args)
 
@@ -177,16 +228,42 @@ def _preview(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _sync(cfg: Config, args: argparse.Namespace) -> int:
+    from connector import lock
     from connector.progress import Progress
-    from connector.runtime import Runtime
+    from connector.runtime import Runtime, log_pass
 
     with (
+        lock.acquire(cfg.state_url(), "sync"),
         Runtime.open(cfg, only=args.mapping or None) as rt,
         Progress(enabled=sys.stderr.isatty()) as progress,
     ):
-        results = rt.run_once(progress.update)
+        results = []
+        for m in rt.mappings:
+            if not m.enabled or rt.stop.is_set():
+                continue
+            total, rate = _backlog(rt, m.name) if progress.enabled else (None, None)
+            progress.start(m.name, total, rate)
+            res = rt.syncer(m.name, progress.update).run_pass()
+            progress.finish(m.name)
+            log_pass(res)
+            results.append(res)
     print(_table(results))
     return 0 if all(r.outcome == "ok" for r in results) else 1
+
+
+def _backlog(rt: Any, name: str) -> tuple[int | None, float | None]:
+    """Rows a pass of ``name`` has to read (pending count) and the rows per second the API
+    budget allows it (for the ETA)."""
+    from connector.status import _rows_behind
+
+    mapping = rt.compiled[name].mapping
+    rate = rt.client.budget.rate * mapping.resource.batch_limit if rt.client else None
+    try:
+        now = rt.reader.db_now_utc()
+        total = _rows_behind(rt.reader, mapping, rt.store.get_cursor(name), now, rt.config)
+    except ConnectorError:
+        return None, rate
+    return total, rate
 
 
 def _table(results: Sequence[Any]) -> str:
@@ -205,11 +282,30 @@ def _table(results: Sequence[Any]) -> str:
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> int:
-    from connector.runtime import Runtime
-    from connector.service import Service
+    from connector import lock
+    from connector.daemon import serve
 
-    with Runtime.open(cfg) as rt:
-        return Service(rt).run()
+    with lock.acquire(cfg.state_url(), "run") as held:
+        return serve(cfg, lock=held)
+
+
+def _health(cfg: Config, args: argparse.Namespace) -> int:
+    from connector import timeutil
+    from connector.health import check_health, format_health
+
+    if args.max_age:
+        try:
+            max_age = timeutil.parse_duration(args.max_age)
+        except ValueError:
+            raise ConfigError(f"--max-age {args.max_age!r}: write a duration like 15m") from None
+    else:
+        max_age = args.intervals * cfg.sync.poll_interval
+    rows = check_health(cfg, max_age)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(format_health(rows, max_age))
+    return 0 if all(r["healthy"] for r in rows) else 1
 
 
 def _status(cfg: Config, args: argparse.Namespace) -> int:
@@ -276,6 +372,41 @@ def _retry(cfg: Config, args: argparse.Namespace) -> int:
 
 def _ts(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _reconcile(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.reconcile import format_results, reconcile_all
+    from connector.runtime import Runtime
+
+    with Runtime.open(cfg, only=args.mapping or None, with_api=not args.dry_run) as rt:
+        results = reconcile_all(rt, dry_run=args.dry_run, max_delete_share=args.max_delete_share)
+    print(format_results(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _contact(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.customdata import get_contact
+    from connector.destination.budget import Budget
+    from connector.destination.client import ApiClient, RetryPolicy
+
+    sm = cfg.shopimind
+    retry = RetryPolicy(sm.max_retries, sm.backoff_base, sm.backoff_cap)
+    budget = Budget(sm.requests_per_minute)
+    with ApiClient(sm.base_url, cfg.api_key(), budget=budget, timeout=sm.timeout, retry=retry) as c:
+        found = get_contact(c, email=args.email, customer_id=args.customer_id)
+    who = f"email {args.email}" if args.email is not None else f"customer id {args.customer_id}"
+    if found is None:
+        print(f"no ShopiMind contact for {who}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False, default=str))
+    elif isinstance(found, dict):
+        width = max((len(str(k)) for k in found), default=0)
+        for k, v in found.items():
+            print(f"{k:<{width}}  {'-' if v is None else v}")
+    else:
+        print(found)
+    return 0
 
 
 def _db(cfg: Config, args: argparse.Namespace) -> int:

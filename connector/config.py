@@ -92,7 +92,40 @@ class SyncConfig(_Strict):
     poll_interval: Duration = 60.0
     page_size: int = Field(500, ge=1, le=100_000)
     max_in_flight: int = Field(8, ge=1, le=256)
+    reconcile_interval: Duration = 3600.0  # hard-delete reconciliation; 0 disables it
     only: list[str] = Field(default_factory=list)
+    # a pass without progress (no page read, no API answer) this long is hung: the service stops
+    # pinging the systemd watchdog, which restarts it
+    pass_timeout: Duration = Field(1800.0, ge=1.0)
+
+
+class MetricsConfig(_Strict):
+    # "HOST:PORT" or "PORT" (then 127.0.0.1) of the Prometheus endpoint; None = off
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_listen(v)
+        return v
+
+    def address(self) -> tuple[str, int] | None:
+        return None if self.listen is None else parse_listen(self.listen)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``"0.0.0.0:9464"`` or ``"9464"`` (loopback)."""
+    text = value.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 <= int(port) < 65536 or not host:
+        raise ValueError(
+            f'{value!r}: write HOST:PORT like "127.0.0.1:9464" (or just a port for loopback)'
+        )
+    return host, int(port)
 
 
 class Config(_Strict):
@@ -100,6 +133,7 @@ class Config(_Strict):
     shopimind: ShopimindConfig = ShopimindConfig()
     state: StateConfig = StateConfig()
     sync: SyncConfig = SyncConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     # where the file was read from; relative paths are resolved against its folder
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -46,6 +47,8 @@ class Runtime:
     stop: threading.Event = field(default_factory=threading.Event)
     compiled: dict[str, CompiledMapping] = field(default_factory=dict)
     pool: ThreadPoolExecutor | None = None
+    # custom data / events: definition ids and event types provisioned by this process
+    provisioned: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -109,7 +112,13 @@ class Runtime:
 
     def syncer(self, name: str, progress: ProgressFn | None = None) -> MappingSync:
         assert self.client is not None, "runtime opened without the API client"
-        return MappingSync(
+        cls: type[MappingSync] = MappingSync
+        extra: dict[str, Any] = {}
+        if self.compiled[name].mapping.kind != "resource":  # custom data / events: own pass class
+            from connector.events import pass_class
+
+            cls, extra = pass_class(self, name)
+        return cls(
             self.compiled[name],
             reader=self.reader,
             client=self.client,
@@ -121,6 +130,7 @@ class Runtime:
             progress=progress,
             pool=self.pool,
             max_in_flight=self.config.sync.max_in_flight,
+            **extra,
         )
 
     def run_once(self, progress: ProgressFn | None = None) -> list[PassResult]:

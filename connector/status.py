@@ -9,6 +9,7 @@ from connector import timeutil
 from connector.config import Config
 from connector.errors import ConnectorError, MappingError, Problem
 from connector.mapping import Mapping, load_mappings
+from connector.reconcile import META, parse_meta
 from connector.runtime import load_state
 from connector.source import query as q
 from connector.source.reader import ShopReader
@@ -35,6 +36,7 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     with load_state(cfg) as store:
         statuses = {s.mapping: s for s in store.status([m.name for m in mappings])}
+        reconciled = {m.name: parse_meta(store.get_meta(META.format(m.name))) for m in mappings}
     behind: dict[str, int | str] = {}
     try:
         with ShopReader(cfg.source_url(), connect_timeout=cfg.source.connect_timeout) as reader:
@@ -69,6 +71,8 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
                 "rejected": st.rejected if st else 0,
                 "known_sent": st.known_sent if st else 0,
                 "known_deleted": st.known_deleted if st else 0,
+                "known_pending": st.known_pending if st else 0,
+                "last_reconcile": _reconcile_summary(reconciled.get(m.name)),
             }
         )
     return out
@@ -100,10 +104,17 @@ def _age(value: datetime | None) -> str:
     return f"{secs / 86400:.0f}d ago"
 
 
+def _reconcile_summary(meta: tuple[datetime, dict[str, Any]] | None) -> dict[str, Any] | None:
+    if meta is None:
+        return None
+    at, data = meta
+    return {"at": at, **{k: data.get(k) for k in ("outcome", "deleted", "pending", "message")}}
+
+
 def format_status(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'mapping':<24} {'cursor (UTC)':<25} {'last run':<22} {'behind':>8} "
-        f"{'rejected':>8} {'sent':>8} {'deleted':>8}"
+        f"{'rejected':>8} {'sent':>8} {'deleted':>8} {'pending':>8}"
     )
     lines = [head]
     for r in rows:
@@ -115,10 +126,14 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         )
         lines.append(
             f"{r['mapping']:<24} {r['cursor'] or '-':<25} {run:<22} {r['rows_behind']!s:>8} "
-            f"{r['rejected']:>8} {r['known_sent']:>8} {r['known_deleted']:>8}"
+            f"{r['rejected']:>8} {r['known_sent']:>8} {r['known_deleted']:>8} "
+            f"{r.get('known_pending', 0):>8}"
         )
         if last and last["outcome"] == "failed" and last["message"]:
             lines.append(f"    last error: {last['message']}")
+        rec = r.get("last_reconcile")
+        if rec and rec["outcome"] not in ("ok", "skipped") and rec.get("message"):
+            lines.append(f"    last reconcile ({rec['outcome']}): {rec['message']}")
     return "\n".join(lines)
 
 

@@ -26,9 +26,13 @@ def get_column(row: Row, column: str, path: str = "source") -> Any:
         raise MissingColumn(path, column) from None
 
 
+# what json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False) does, built once
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def payload_hash(item: Any) -> str:
     """A stable hash of an item's JSON: the same content always gives the same hash."""
-    text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _CANONICAL.encode(item)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -85,22 +89,30 @@ def transform_page(
 ) -> list[Unit]:
     """Turn a page of rows (with their children grouped by parent link) into units, in order."""
     mapping = compiled.mapping
+    keys = mapping.source.key
+    deleted = mapping.source.deleted
+    links = [
+        (name, child.parent_columns, children.get(name, {}), f"{child.path}.parent_key")
+        for name, child in mapping.children.items()
+    ]
+    build = compiled.build
     units: list[Unit] = []
+    append = units.append
     for row in rows:
-        key = row_key(row, mapping)
+        key = tuple([get_column(row, k, "source.key") for k in keys])
         ktext = key_json(key)
         cur = row.get(CURSOR_LABEL)
         pos = (cur, key) if cur is not None else None
-        if is_deleted(row, mapping.source.deleted):
-            units.append(Unit("delete", key, ktext, pos, hash=DELETE_HASH))
+        if deleted is not None and is_deleted(row, deleted):
+            append(Unit("delete", key, ktext, pos, hash=DELETE_HASH))
             continue
         kids = {
-            name: children.get(name, {}).get(parent_link(row, child), [])
-            for name, child in mapping.children.items()
+            name: grouped.get(tuple([get_column(row, c, where) for c in cols]), [])
+            for name, cols, grouped, where in links
         }
-        built = compiled.build(row, kids)
+        built = build(row, kids)
         if built.item is None:
-            units.append(Unit("reject", key, ktext, pos, problems=built.problems))
+            append(Unit("reject", key, ktext, pos, problems=built.problems))
         else:
-            units.append(Unit("send", key, ktext, pos, built.item, payload_hash(built.item)))
+            append(Unit("send", key, ktext, pos, built.item, payload_hash(built.item)))
     return units

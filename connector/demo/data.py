@@ -46,7 +46,11 @@ TABLE_ORDER = (
     "orders",
     "order_lines",
     "newsletter_subscriptions",
+    "loyalty_accounts",
+    "store_purchases",
 )
+STORES = ("Lyon Presqu'île", "Paris Marais", "Bordeaux Chartrons", "Lille Vieux-Lille")
+TIERS = ((0, "Bronze"), (500, "Silver"), (1500, "Gold"))
 
 # fmt: off
 FIRST = {
@@ -820,6 +824,49 @@ class Generator:
             row["updated_at"] = self.ts(row["created_at"], self.end)
             self.add("newsletter_subscriptions", row)
 
+    def loyalty(self) -> None:
+        """A loyalty account for about half the customers; the tier follows the points."""
+        for cust in self.rows["customers"]:
+            if self.chance(0.5):
+                points = self.rng.randrange(0, 2500, 5)
+                self.add(
+                    "loyalty_accounts",
+                    {
+                        "customer_id": cust["id"],
+                        "points": points,
+                        "tier": tier_of(points),
+                        "updated_at": self.after(cust["created_at"], timedelta(days=400)),
+                    },
+                )
+
+    def store_purchases(self) -> None:
+        """Purchases in the shop's stores: mostly known customers, some walk-ins by email."""
+        customers = self.rows["customers"]
+        pending: list[Row] = []
+        for k in range(self.n(120)):
+            known = self.chance(0.8)
+            cust = self.rng.choice(customers) if known else None
+            at = self.ts(cust["created_at"] if cust else self.start, self.end)
+            pending.append(
+                {
+                    "customer_id": cust["id"] if cust else None,
+                    "email": cust["email"] if cust else f"walkin{k}@{self.rng.choice(DOMAINS)}",
+                    "store": self.rng.choice(STORES),
+                    "amount": money(Decimal(self.rng.randrange(500, 25000)) / 100),
+                    "purchased_at": at,
+                    "created_at": self.after(at, timedelta(minutes=2)),
+                }
+            )
+        pending.sort(key=lambda r: r["created_at"])
+        for pid, row in enumerate(pending, start=1):
+            row["id"] = pid
+            row["updated_at"] = row["created_at"]
+            self.add("store_purchases", row)
+
+
+def tier_of(points: int) -> str:
+    return [name for floor, name in TIERS if points >= floor][-1]
+
 
 def generate(seed: int, scale: float, now: datetime) -> dict[str, list[Row]]:
     """All demo rows, ``{table: rows}`` in :data:`TABLE_ORDER`; helper keys (``_x``) removed."""
@@ -832,6 +879,8 @@ def generate(seed: int, scale: float, now: datetime) -> dict[str, list[Row]]:
     gen.vouchers()
     gen.orders()
     gen.newsletter()
+    gen.loyalty()
+    gen.store_purchases()
     return {
         table: [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
         for table, rows in gen.rows.items()

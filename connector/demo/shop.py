@@ -347,6 +347,31 @@ def _build() -> sa.MetaData:
         _ts("updated_at"),
         idx("ix_newsletter_subscriptions_updated_at", "updated_at"),
     )
+    # business data with no place in the standard model (custom data) and in-store events; fed
+    # by the loyalty and till systems, so customer_id is a plain column (no foreign key)
+    sa.Table(
+        "loyalty_accounts",
+        md,
+        sa.Column("customer_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("points", sa.Integer, nullable=False),
+        sa.Column("tier", sa.String(16), nullable=False),  # Bronze / Silver / Gold
+        _ts("updated_at"),
+        idx("ix_loyalty_accounts_updated_at", "updated_at"),
+    )
+    sa.Table(
+        "store_purchases",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("customer_id", sa.Integer),  # NULL: a walk-in who left an email
+        sa.Column("email", sa.String(190), nullable=False),
+        sa.Column("store", sa.String(64), nullable=False),
+        sa.Column("amount", PRICE, nullable=False),
+        _ts("purchased_at"),
+        _ts("created_at"),  # when the till's sale reached the database
+        _ts("updated_at"),
+        idx("ix_store_purchases_created_at", "created_at"),
+        idx("ix_store_purchases_updated_at", "updated_at"),
+    )
     assert tuple(md.tables) == TABLE_ORDER
     return md
 
@@ -414,10 +439,16 @@ def mutate(
     Changes: 3 customers renamed (one of them had a NULL ``updated_at``), 1 product price changed,
     1 product's English translation renamed (only that translation row moves), 1 new customer with
     an address, 2 new orders with their converted carts and lines (one for the new customer),
-    1 order shipped, 1 product soft-deleted.
+    1 order shipped, 1 product soft-deleted (with variations and images), 1 address soft-deleted,
+    1 loyalty account's points changed, 2 new in-store purchases (one by the new customer).
+    Hard deletes (rows removed outright, for ``reconcile``): 1 customer with their addresses (one
+    without orders, carts or vouchers); 1 product with its translations, category links,
+    variations and images, the orders that sold it (with their lines and carts) and its lines in
+    other carts (those carts are touched).
 
-    Returns ``{table: [ids]}`` for every table with a touched row, ids sorted; a translation row's
-    id is its ``(parent_id, lang)`` tuple.
+    Returns ``{table: [ids]}`` for every table with a touched row, and ``{"deleted:<table>":
+    [ids]}`` for every table with rows removed, ids sorted; a translation row's id is its
+    ``(parent_id, lang)`` tuple, a category link's its ``(product_id, category_id)``.
     """
     moment = _now(now)
     rng = random.Random(seed)
@@ -456,6 +487,20 @@ def mutate(
             .order_by(prod.c.id)
         ).all()
         repriced, retitled, removed = rng.sample(list(live), 3)
+        # the soft-deleted product should have variations and images (deleted with it)
+        var, img = t["product_variations"], t["product_images"]
+        with_parts = conn.scalars(
+            sa.select(prod.c.id)
+            .where(
+                prod.c.id.in_(live),
+                prod.c.id.not_in((repriced, retitled)),
+                sa.exists().where(var.c.product_id == prod.c.id),
+                sa.exists().where(img.c.product_id == prod.c.id),
+            )
+            .order_by(prod.c.id)
+        ).all()
+        if with_parts and removed not in with_parts:
+            removed = with_parts[0]
         rate, price = conn.execute(
             sa.select(prod.c.tax_rate, prod.c.price_incl).where(prod.c.id == repriced)
         ).one()
@@ -571,8 +616,173 @@ def mutate(
             )
         )
         touched("orders", shipped)
-        _sync_sequences(conn, list(out))
+        _loyalty_and_stores(conn, random.Random(seed + 1), moment, new_cid, old_buyer[0], touched)
+
+        def deleted(table: str, *ids: Any) -> None:
+            if ids:
+                out.setdefault(f"deleted:{table}", []).extend(ids)
+
+        spare_orders = set(out["orders"])
+        sold_now = conn.scalars(
+            sa.select(t["order_lines"].c.product_id).where(
+                t["order_lines"].c.order_id.in_(spare_orders)
+            )
+        ).all()
+        gone = _purge_customer(conn, rng, {*renamed, new_cid, old_buyer[0]}, deleted)
+        _soft_delete_address(conn, rng, moment, {*renamed, new_cid, old_buyer[0], gone}, touched)
+        _purge_product(conn, moment, {repriced, retitled, removed, *sold_now}, touched, deleted)
+        _sync_sequences(conn, [name for name in out if not name.startswith("deleted:")])
     return {table: sorted(ids) for table, ids in out.items()}
+
+
+def _loyalty_and_stores(
+    conn: sa.Connection,
+    rng: random.Random,
+    moment: datetime,
+    new_customer: int,
+    old_customer: int,
+    touched: Any,
+) -> None:
+    """Points earned on one loyalty account; two purchases in the shop's stores."""
+    t = _METADATA.tables
+    loyalty, cust, store = t["loyalty_accounts"], t["customers"], t["store_purchases"]
+    accounts = conn.execute(
+        sa.select(loyalty.c.customer_id, loyalty.c.points).order_by(loyalty.c.customer_id)
+    ).all()
+    if accounts:
+        cid, points = rng.choice(accounts)
+        points = int(points) + 120
+        conn.execute(
+            loyalty.update()
+            .where(loyalty.c.customer_id == cid)
+            .values(points=points, tier=data.tier_of(points), updated_at=moment)
+        )
+        touched("loyalty_accounts", cid)
+    first = int(conn.scalar(sa.select(sa.func.max(store.c.id))) or 0) + 1
+    rows = []
+    for k, buyer in enumerate((new_customer, old_customer)):
+        email = conn.scalar(sa.select(cust.c.email).where(cust.c.id == buyer))
+        rows.append(
+            {
+                "id": first + k,
+                "customer_id": buyer,
+                "email": email,
+                "store": rng.choice(data.STORES),
+                "amount": money(Decimal(rng.randrange(500, 25000)) / 100),
+                "purchased_at": moment - timedelta(minutes=5 - k),
+                "created_at": moment,
+                "updated_at": moment,
+            }
+        )
+    conn.execute(store.insert(), rows)
+    touched("store_purchases", first, first + 1)
+
+
+def _purge_customer(conn: sa.Connection, rng: random.Random, spare: set[int], deleted: Any) -> int:
+    """Hard-delete a customer without orders, carts or vouchers, and their addresses."""
+    t = _METADATA.tables
+    cust, addr = t["customers"], t["addresses"]
+    free = sa.and_(
+        *(
+            ~sa.exists().where(t[name].c.customer_id == cust.c.id)
+            for name in ("orders", "carts", "vouchers")
+        )
+    )
+    ids = conn.scalars(
+        sa.select(cust.c.id)
+        .where(cust.c.deleted_at.is_(None), cust.c.id.not_in(spare), free)
+        .order_by(cust.c.id)
+    ).all()
+    cid = int(rng.choice(list(ids)))
+    addresses = conn.scalars(sa.select(addr.c.id).where(addr.c.customer_id == cid)).all()
+    conn.execute(addr.delete().where(addr.c.customer_id == cid))
+    conn.execute(cust.delete().where(cust.c.id == cid))
+    deleted("addresses", *addresses)
+    deleted("customers", cid)
+    return cid
+
+
+def _soft_delete_address(
+    conn: sa.Connection, rng: random.Random, moment: datetime, spare: set[int], touched: Any
+) -> None:
+    addr = _METADATA.tables["addresses"]
+    ids = conn.scalars(
+        sa.select(addr.c.id)
+        .where(addr.c.deleted_at.is_(None), addr.c.customer_id.not_in(spare))
+        .order_by(addr.c.id)
+    ).all()
+    aid = rng.choice(list(ids))
+    conn.execute(
+        addr.update().where(addr.c.id == aid).values(deleted_at=moment, active=0, updated_at=moment)
+    )
+    touched("addresses", aid)
+
+
+def _purge_product(
+    conn: sa.Connection, moment: datetime, spare: set[int], touched: Any, deleted: Any
+) -> None:
+    """Hard-delete the live product sold the fewest times (not in ``spare``) and all that hangs
+    on it: the orders that sold it (lines and carts too), its lines in other carts (those carts
+    are touched), translations, category links, variations and images."""
+    t = _METADATA.tables
+    prod, ol, cl, orders, carts = (
+        t[n] for n in ("products", "order_lines", "cart_lines", "orders", "carts")
+    )
+    sold = sa.func.count(ol.c.id)
+    pid = conn.execute(
+        sa.select(prod.c.id, sold)
+        .outerjoin(ol, ol.c.product_id == prod.c.id)
+        .where(prod.c.deleted_at.is_(None), prod.c.id.not_in(spare))
+        .group_by(prod.c.id)
+        .order_by(sold, prod.c.id)
+        .limit(1)
+    ).one()[0]
+    order_ids = sorted(set(conn.scalars(sa.select(ol.c.order_id).where(ol.c.product_id == pid))))
+    cart_ids = sorted(
+        set(conn.scalars(sa.select(orders.c.cart_id).where(orders.c.id.in_(order_ids))))
+    )
+    cart_ids = [
+        c
+        for c in cart_ids
+        if not conn.scalar(
+            sa.select(sa.func.count()).where(orders.c.cart_id == c, orders.c.id.not_in(order_ids))
+        )
+    ]
+    lines = conn.scalars(sa.select(ol.c.id).where(ol.c.order_id.in_(order_ids))).all()
+    conn.execute(ol.delete().where(ol.c.order_id.in_(order_ids)))
+    conn.execute(orders.delete().where(orders.c.id.in_(order_ids)))
+    cart_lines = conn.scalars(
+        sa.select(cl.c.id).where(sa.or_(cl.c.cart_id.in_(cart_ids), cl.c.product_id == pid))
+    ).all()
+    changed = sorted(
+        set(conn.scalars(sa.select(cl.c.cart_id).where(cl.c.product_id == pid))) - set(cart_ids)
+    )
+    conn.execute(cl.delete().where(cl.c.id.in_(cart_lines)))
+    conn.execute(carts.delete().where(carts.c.id.in_(cart_ids)))
+    if changed:
+        conn.execute(carts.update().where(carts.c.id.in_(changed)).values(updated_at=moment))
+        touched("carts", *changed)
+    deleted("order_lines", *lines)
+    deleted("orders", *order_ids)
+    deleted("cart_lines", *cart_lines)
+    deleted("carts", *cart_ids)
+    var, img = t["product_variations"], t["product_images"]
+    variations = conn.scalars(sa.select(var.c.id).where(var.c.product_id == pid)).all()
+    of_product = sa.or_(img.c.product_id == pid, img.c.variation_id.in_(variations))
+    images = conn.scalars(sa.select(img.c.id).where(of_product)).all()
+    conn.execute(img.delete().where(of_product))
+    conn.execute(var.delete().where(var.c.product_id == pid))
+    deleted("product_images", *images)
+    deleted("product_variations", *variations)
+    for name, pair in (("product_categories", "category_id"), ("product_translations", "lang")):
+        table = t[name]
+        rows = conn.execute(
+            sa.select(table.c.product_id, table.c[pair]).where(table.c.product_id == pid)
+        ).all()
+        conn.execute(table.delete().where(table.c.product_id == pid))
+        deleted(name, *(tuple(r) for r in rows))
+    conn.execute(prod.delete().where(prod.c.id == pid))
+    deleted("products", pid)
 
 
 def _new_order(

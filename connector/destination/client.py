@@ -28,6 +28,14 @@ from connector.errors import AuthError, DeliveryError
 log = logging.getLogger("connector.api")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+NOT_PROCESSED = frozenset({408, 429, 503})  # the API says it did not act on the request
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class AmbiguousDelivery(DeliveryError):
+    """The request may have been processed (sent, no answer; or 500/502/504)."""
+
+
 MAX_RETRY_AFTER = 300.0
 
 
@@ -130,19 +138,32 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         what: str = "",
+        replay_ambiguous: bool = True,
+        attempts: list[int] | None = None,
     ) -> httpx.Response:
-        """Send with budget and retries; returns the final response (any non-retried status)."""
+        """Send with budget and retries; returns the final response (any non-retried status).
+
+        With ``replay_ambiguous=False`` an attempt that may have been processed (sent but no
+        answer, or 500/502/504) is not retried: ``AmbiguousDelivery`` is raised instead. Attempts
+        that certainly were not processed (connection refused, 408/429/503) are retried anyway.
+        ``attempts``, when given, gets one element appended per request made.
+        """
         what = what or f"{method} {path}"
         attempt = 0
         while True:
             if self.budget.acquire(self.stop) < 0:
                 raise DeliveryError(f"{what}: not sent, the connector is stopping")
             started = time.monotonic()
+            if attempts is not None:
+                attempts.append(1)
             status: int | None = None
             retry_after: float | None = None
+            ambiguous = True
             try:
                 resp = self._http.request(method, path, json=body, params=params, headers=headers)
                 status = resp.status_code
+            except NOT_SENT as exc:
+                cause, ambiguous = f"connection failed ({type(exc).__name__}), not sent", False
             except httpx.TimeoutException as exc:
                 cause = f"timed out ({type(exc).__name__})"
             except httpx.TransportError as exc:
@@ -163,6 +184,9 @@ class ApiClient:
                 if status == 429:  # same cap as the delay below
                     self.budget.pause(self.retry.delay(attempt + 1, retry_after))
                 cause = f"HTTP {status}"
+                ambiguous = status not in NOT_PROCESSED
+            if ambiguous and not replay_ambiguous:
+                raise AmbiguousDelivery(f"{what}: {cause}; it may or may not have been processed")
             attempt += 1
             if attempt > self.retry.max_retries or self.stop.is_set():
                 raise DeliveryError(

@@ -13,7 +13,7 @@ from datetime import tzinfo
 from typing import Any
 
 from connector import timeutil
-from connector.mapping.convert import CONVERSIONS, NULL_AWARE, coerce, to_string
+from connector.mapping.convert import CONVERSIONS, NULL_AWARE, coercer, to_string
 from connector.mapping.spec import NO_DEFAULT, ChildSpec, Mapping, ObjectSpec, ValueSpec
 from connector.registry import Field
 
@@ -94,11 +94,44 @@ def _source_fn(spec: ValueSpec) -> Callable[[Row], Any]:
 
 def compile_value(spec: ValueSpec, fdef: Field, shop_tz: tzinfo) -> Callable[[Row], Any]:
     """row → API value, raising FieldProblem for bad data."""
-    source = _source_fn(spec)
     steps = [(name, CONVERSIONS[name]) for name in spec.converts]
     vmap, map_default, default = spec.value_map, spec.map_default, spec.default
     tz = timeutil.zone(spec.timezone) if spec.timezone else shop_tz
+    convert = coercer(fdef, tz)
     path = spec.path
+    required = fdef.required
+    cols = ", ".join(repr(c) for c in spec.referenced_columns)
+    if spec.kind == "column":
+        null_problem = f"required by the API but column {cols} is NULL"
+    elif cols:
+        null_problem = f"required by the API but columns {cols} are NULL"
+    else:
+        null_problem = "required by the API but the value is NULL"
+
+    if spec.kind == "column" and not steps and vmap is None and default is NO_DEFAULT:
+        # the common case, one column converted to the field's type: no generic steps per row
+        col = spec.column
+        assert col is not None
+        low = col.lower()
+
+        def column_value(row: Row) -> Any:
+            v = row.get(col, _MISSING)
+            if v is _MISSING:
+                v = row.get(low, _MISSING)
+                if v is _MISSING:
+                    raise MissingColumn(path, col)
+            if v is None:
+                if required:
+                    raise FieldProblem(path, null_problem)
+                return None
+            try:
+                return convert(v)
+            except ValueError as exc:
+                raise FieldProblem(path, str(exc)) from None
+
+        return column_value
+
+    source = _source_fn(spec)
 
     def value(row: Row) -> Any:
         try:
@@ -124,18 +157,11 @@ def compile_value(spec: ValueSpec, fdef: Field, shop_tz: tzinfo) -> Callable[[Ro
         if v is None and default is not NO_DEFAULT:
             v = default
         if v is None:
-            if fdef.required:
-                cols = ", ".join(repr(c) for c in spec.referenced_columns)
-                if spec.kind == "column":
-                    what = f"column {cols} is NULL"
-                elif cols:
-                    what = f"columns {cols} are NULL"
-                else:
-                    what = "the value is NULL"
-                raise FieldProblem(path, f"required by the API but {what}")
+            if required:
+                raise FieldProblem(path, null_problem)
             return None
         try:
-            return coerce(fdef, v, tz)
+            return convert(v)
         except ValueError as exc:
             raise FieldProblem(path, str(exc)) from None
 
@@ -226,6 +252,8 @@ class CompiledMapping:
         if id_data_source is not None and res.accepts_data_source and "id_data_source" not in plain:
             self._extra["id_data_source"] = id_data_source
         self._field_order = [f.name for f in res.fields]
+        made = {*plain, *(name for name, *_ in objects), *(name for name, _ in self._children)}
+        self._order = [k for k in self._field_order if k in made or k in self._extra]
         self._delete_fns: list[tuple[str, Callable[[Row], Any]]] = []
         if res.delete_path and res.delete_id_field:
             needed = [res.delete_id_field, *_placeholders(res.delete_path)]
@@ -269,5 +297,4 @@ class CompiledMapping:
         if problems:
             return Built(None, tuple(problems))
         item.update(self._extra)
-        ordered = {k: item[k] for k in self._field_order if k in item}
-        return Built(ordered)
+        return Built({k: item[k] for k in self._order if k in item})

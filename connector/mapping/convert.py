@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import date, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -108,6 +108,11 @@ def to_id_number(v: Any) -> int | str:
 
 
 def to_timestamp(v: Any, tz: tzinfo) -> str:
+    if type(v) is datetime:  # the common case, as timeutil.iso_utc(timeutil.to_utc(v, tz))
+        u = (v.replace(tzinfo=tz) if v.tzinfo is None else v).astimezone(UTC)
+        if u.year >= 1000:  # isoformat pads years to 4 digits, strftime does not
+            return u.isoformat(timespec="milliseconds")[:23] + "Z"
+        return timeutil.iso_utc(u)
     if isinstance(v, datetime):
         dt = v
     elif isinstance(v, date):
@@ -204,6 +209,40 @@ def coerce(f: Field, v: Any, tz: tzinfo) -> Any:
             return [one(x) for x in v if x is not None]
         return [one(x) for x in to_string(v).split(",") if x.strip()]
     raise ValueError(f"type {t} cannot hold a single column value")
+
+
+_SIMPLE: dict[str, Callable[[Any], Any]] = {
+    "string": to_string,
+    "integer": to_integer,
+    "number": to_number,
+    "money": to_money,
+    "money_string": to_money_string,
+    "boolean": to_bool,
+    "date": to_date,
+    "id_string": to_id_string,
+    "id_number": to_id_number,
+    "lang": to_lang,
+    "currency": to_currency,
+    "json": to_json,
+}
+
+
+def coercer(f: Field, tz: tzinfo) -> Callable[[Any], Any]:
+    """``coerce`` for one field, resolved once: a non-NULL shop value → the field's API type."""
+    simple = _SIMPLE.get(f.type)
+    if simple is not None:
+        return simple
+    if f.type == "timestamp":
+
+        def timestamp(v: Any) -> str:
+            return to_timestamp(v, tz)
+
+        return timestamp
+
+    def general(v: Any) -> Any:
+        return coerce(f, v, tz)
+
+    return general
 
 
 # --- declared conversions (convert = "..." / [...]) ---------------------------------------------

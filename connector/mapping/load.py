@@ -105,6 +105,12 @@ def load_mapping_file(path: Path) -> Mapping:
 
 
 def parse_mapping(data: dict[str, Any], *, name: str, ctx: _Ctx) -> Mapping | None:
+    kind = data.get("kind", "resource")
+    if kind != "resource":  # custom data definitions and events: connector.mapping.kinds
+        from connector.mapping.kinds import parse_extended
+
+        return parse_extended(data, kind, name=name, ctx=ctx)
+    data = {k: v for k, v in data.items() if k != "kind"}
     for k in data:
         if k not in _TOP_KEYS:
             ctx.err(k, f"unknown key (expected one of: {', '.join(sorted(_TOP_KEYS))})")

@@ -96,6 +96,112 @@ class SourceSpec:
         return f"table {self.table}" if self.table else "query"
 
 
+# --- custom data definitions and external events (``kind = "custom_data"`` / ``"event"``) ------
+
+CUSTOM_TYPES = (
+    "bool",
+    "text",
+    "longtext",
+    "number",
+    "decimal",
+    "list",
+    "date",
+    "datetime",
+    "json",
+    "geolocation",
+)
+EVENT_TYPES = ("bool", "text", "longtext", "number", "decimal", "date", "json")
+CONTACT_RESOLVERS = ("id_contact", "email", "id_customer")
+RELATION_TARGETS = ("contacts", "products")
+Delivery = Literal["at-least-once", "at-most-once"]
+
+
+@dataclass(frozen=True)
+class CustomField:
+    """One field of a custom data definition, as declared in the mapping file."""
+
+    name: str
+    type: str  # one of CUSTOM_TYPES
+    required: bool = False
+    label: str | None = None
+    description: str | None = None
+    options: tuple[str | int | float, ...] = ()
+
+    def api(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "label": self.label or self.name,
+            "type": self.type,
+            "required": self.required,
+        }
+        if self.description:
+            out["description"] = self.description
+        if self.options:
+            out["options"] = list(self.options)
+        return out
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """A definition field that points at a system schema; ``by`` is the contact resolver."""
+
+    field: str
+    to: str  # one of RELATION_TARGETS
+    by: str | None = None  # contacts: one of CONTACT_RESOLVERS; records carry {"by", "value"}
+
+    def api(self) -> dict[str, Any]:
+        return {"sourceField": self.field, "targetSchemaType": "system", "targetSchema": self.to}
+
+
+@dataclass(frozen=True)
+class DefinitionSpec:
+    name: str
+    description: str | None
+    fields: tuple[CustomField, ...]
+    unique_keys: tuple[str, ...]
+    relationships: tuple[Relationship, ...] = ()
+
+    def field(self, name: str) -> CustomField | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    def api(self) -> dict[str, Any]:
+        """The body of ``POST /v1/custom-data-definitions``."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out["unique_keys"] = list(self.unique_keys)
+        out["fields"] = [f.api() for f in self.fields]
+        out["relationships"] = [r.api() for r in self.relationships]
+        return out
+
+
+@dataclass(frozen=True)
+class EventProperty:
+    name: str
+    type: str  # one of EVENT_TYPES
+    required: bool = False
+    description: str | None = None
+
+    def api(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type, "required": self.required}
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    code_name: str
+    name: str | dict[str, str]  # a plain name or an i18n map {"en": ..., "fr": ...}
+    properties: dict[str, tuple[EventProperty, ...]]  # "metaData" / "customData" → schema
+    delivery: Delivery = "at-least-once"
+
+    def api(self) -> dict[str, Any]:
+        """The body of ``POST /v1/events``."""
+        props = {slot: [p.api() for p in ps] for slot, ps in self.properties.items() if ps}
+        return {"name": self.name, "code_name": self.code_name, "properties": props}
+
+
 @dataclass(frozen=True)
 class Mapping:
     name: str  # file stem: "orders"
@@ -105,6 +211,9 @@ class Mapping:
     fields: dict[str, ValueSpec | ObjectSpec]
     children: dict[str, ChildSpec]
     enabled: bool = True
+    kind: Literal["resource", "custom_data", "event"] = "resource"
+    definition: DefinitionSpec | None = None  # kind "custom_data"
+    event: EventSpec | None = None  # kind "event"
 
     def column_uses(self) -> list[tuple[str, str]]:
         """(key path in the file, column) for every source column the mapping reads."""

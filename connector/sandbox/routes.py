@@ -16,6 +16,8 @@ from urllib.parse import unquote
 
 from connector import registry
 from connector.registry import Resource
+from connector.sandbox import custom, triggers
+from connector.sandbox.custom import CustomState
 from connector.sandbox.store import (
     Faults,
     JSONObject,
@@ -67,6 +69,7 @@ class Context:
     store: Store
     faults: Faults
     limiter: RateLimiter
+    custom: CustomState = field(default_factory=CustomState)  # definitions, records, events
 
 
 @dataclass
@@ -236,13 +239,48 @@ def _api_routes() -> list[Route]:
     routes: list[Route] = []
     for r in registry.RESOURCES.values():
         if r.kind != "entity":
-            continue  # custom data and events: separate routes, not yet in scope
+            continue  # custom data and events: _custom_routes()
         routes.append(Route("POST", r.path, upsert, r))
         routes.append(Route("PUT", r.path, update, r))
         if r.delete_path is not None and r.delete_body_key is not None:
             routes.append(Route("POST", r.delete_path, bulk_delete, r))
     routes.append(Route("GET", "/v1/contacts", contact, resource_label="contacts"))
+    routes += _custom_routes()
     return routes
+
+
+def _adapt(fn: custom.CustomHandler) -> Handler:
+    """A handler of ``sandbox.custom``/``sandbox.triggers`` as a route handler."""
+
+    def handler(req: Request) -> Reply:
+        if req.json is NO_BODY:
+            return error(400, "body is not valid JSON")
+        status, body = fn(req.ctx.custom, req.params, req.query, req.json)
+        return Reply(status, body)
+
+    handler.__doc__ = fn.__doc__
+    return handler
+
+
+def _custom_routes() -> list[Route]:
+    """Custom data definitions and records, event types and triggers (``sandbox.custom``)."""
+    defs, one = "/v1/custom-data-definitions", "/v1/custom-data-definitions/{id_definition}"
+    recs = "/v1/custom-data-records/{id_definition}"
+    table: list[tuple[str, str, custom.CustomHandler, str]] = [
+        ("POST", defs, custom.definition_create, "custom-data-definitions"),
+        ("GET", defs, custom.definition_list, "custom-data-definitions"),
+        ("GET", one, custom.definition_get, "custom-data-definitions"),
+        ("PATCH", one + "/extend", custom.definition_extend, "custom-data-definitions"),
+        ("PATCH", one + "/activate", custom.definition_activate, "custom-data-definitions"),
+        ("PATCH", one + "/deactivate", custom.definition_deactivate, "custom-data-definitions"),
+        ("DELETE", one, custom.definition_delete, "custom-data-definitions"),
+        ("POST", recs, custom.records_upsert, "custom-data-records"),
+        ("GET", recs, custom.records_list, "custom-data-records"),
+        ("POST", "/v1/events", triggers.event_create, "events"),
+        ("GET", "/v1/events", triggers.event_list, "events"),
+        ("POST", "/v1/events/trigger/{code_name}", triggers.trigger, "events-trigger"),
+    ]
+    return [Route(m, path, _adapt(fn), resource_label=label) for m, path, fn, label in table]
 
 
 API_ROUTES: list[Route] = _api_routes()
@@ -321,6 +359,7 @@ def ctl_faults(req: Request) -> Reply:
 
 def ctl_reset(req: Request) -> Reply:
     req.ctx.store.reset()
+    req.ctx.custom.reset()
     req.ctx.faults.clear()
     req.ctx.limiter.reset()
     return Reply(200, {"ok": True})

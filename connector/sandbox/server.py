@@ -376,6 +376,7 @@ class Sandbox:
     def reset(self) -> None:
         """Forget records, deletions, the request log, faults and rate-limit windows."""
         self.context.store.reset()
+        self.context.custom.reset()
         self.context.faults.clear()
         self.context.limiter.reset()
 

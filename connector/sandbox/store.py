@@ -185,6 +185,18 @@ class Store:
         self._records: dict[str, dict[str, JSONObject]] = {}
         self._deleted: dict[str, set[str]] = {}
         self._requests: list[RequestLog] = []
+        self._sends: dict[str, dict[str, int]] = {}  # resource → key text → times stored
+        # resource → key text → message: items the "server" refuses for reasons the connector
+        # cannot check itself (an unknown product_id, a server-side rule)
+        self._refuse: dict[str, dict[str, str]] = {}
+
+    def refuse(self, name: str, keys: dict[str, str]) -> None:
+        with self._lock:
+            self._refuse.setdefault(name, {}).update(keys)
+
+    def clear_refusals(self) -> None:
+        with self._lock:
+            self._refuse.clear()
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -199,6 +211,16 @@ class Store:
     def requests(self) -> list[RequestLog]:
         with self._lock:
             return list(self._requests)
+
+    def send_counts(self, name: str) -> dict[str, int]:
+        """How many times each key of a resource was stored by a POST or PUT (a history: deletes
+        and later writes do not lower it; ``reset`` clears it)."""
+        with self._lock:
+            return dict(self._sends.get(name, {}))
+
+    def _count_send(self, name: str, key: str) -> None:
+        counts = self._sends.setdefault(name, {})
+        counts[key] = counts.get(key, 0) + 1
 
     def log(self, entry: RequestLog) -> None:
         with self._lock:
@@ -225,6 +247,7 @@ class Store:
             self._records.clear()
             self._deleted.clear()
             self._requests.clear()
+            self._sends.clear()
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -235,10 +258,16 @@ class Store:
             table = self._records.setdefault(resource.name, {})
             for i, item in enumerate(items):
                 errors = [error_text(e) for e in check_item(resource, item).errors]
+                refused = self._refuse.get(resource.name, {})
+                if not errors and isinstance(item, dict) and refused:
+                    why = refused.get(key_text(resource, item))
+                    errors = [why] if why else []
                 if errors or not isinstance(item, dict):
                     result.rejected.append(Rejected(i, item, errors))
                     continue
-                table[key_text(resource, item)] = copy.deepcopy(item)
+                key = key_text(resource, item)
+                table[key] = copy.deepcopy(item)
+                self._count_send(resource.name, key)
                 result.sent += 1
         return result
 
@@ -257,6 +286,7 @@ class Store:
                     key = key_text(resource, item)
                     if key in table:
                         table[key].update(copy.deepcopy(item))
+                        self._count_send(resource.name, key)
                         result.sent += 1
                         continue
                     errors = [

@@ -77,11 +77,47 @@ def page_query(
     upper: Any | None,
     limit: int,
 ) -> AnySelect:
-    """``SELECT *`` of the next page after ``start`` up to ``upper`` (inclusive)."""
+    """``SELECT *`` of the next page after ``start`` up to ``upper`` (inclusive).
+
+    With a ``cursor_fallback`` the effective cursor is ``COALESCE(cursor, fallback)``, which no
+    index on either column can serve (every page would sort the whole table). The page is then
+    the first ``limit`` rows of two index-ordered branches — rows with a cursor, ordered by it,
+    and rows without one, ordered by the fallback — merged: the same rows in the same order.
+    """
     rel = source_relation(spec)
-    cur = cursor_expr(spec, rel)
+    if not spec.cursor_fallback:
+        return _page_branch(spec, rel, rel.c[spec.cursor], [], start, upper, limit)
+    by_cursor = _page_branch(spec, rel, rel.c[spec.cursor], [], start, upper, limit)
+    # COALESCE(cursor, NULL) IS NULL is cursor IS NULL, written so that no planner (SQLite's
+    # guesses few NULLs) reads this branch through the cursor's index and sorts all its rows
+    # instead of walking the fallback's index in order
+    no_cursor = sa.func.coalesce(rel.c[spec.cursor], sa.null()).is_(None)
+    by_fallback = _page_branch(
+        spec, rel, rel.c[spec.cursor_fallback], [no_cursor], start, upper, limit
+    )
+    merged = sa.union_all(
+        sa.select(sa.text("*")).select_from(by_cursor.subquery("by_cursor")),
+        sa.select(sa.text("*")).select_from(by_fallback.subquery("by_fallback")),
+    ).subquery("page")
+    return (
+        sa.select(sa.text("*"))
+        .select_from(merged)
+        .order_by(sa.column(CURSOR_LABEL), *(sa.column(k) for k in spec.key))
+        .limit(limit)
+    )
+
+
+def _page_branch(
+    spec: SourceSpec,
+    rel: sa.FromClause,
+    cur: sa.ColumnElement[Any],
+    extra: list[sa.ColumnElement[bool]],
+    start: Position | None,
+    upper: Any | None,
+    limit: int,
+) -> AnySelect:
     keys = [rel.c[k] for k in spec.key]
-    conds: list[sa.ColumnElement[bool]] = [cur.is_not(None)]
+    conds: list[sa.ColumnElement[bool]] = [cur.is_not(None), *extra]
     if start is not None:
         if start.key is None:
             conds.append(cur >= start.value)
@@ -103,11 +139,14 @@ def null_cursor_query(spec: SourceSpec, after_key: tuple[Any, ...] | None, limit
 
     They cannot be ordered by time, so every pass walks them by key and the content hash decides
     what is sent: a NULL-cursor row is delivered on first sight and whenever it changes.
+    (``cursor IS NULL AND fallback IS NULL`` rather than ``COALESCE(...) IS NULL``: an index on
+    either column can find them.)
     """
     rel = source_relation(spec)
-    cur = cursor_expr(spec, rel)
     keys = [rel.c[k] for k in spec.key]
-    conds: list[sa.ColumnElement[bool]] = [cur.is_(None)]
+    conds: list[sa.ColumnElement[bool]] = [rel.c[spec.cursor].is_(None)]
+    if spec.cursor_fallback:
+        conds.append(rel.c[spec.cursor_fallback].is_(None))
     if after_key is not None:
         conds.append(tuple_after(keys, after_key))
     return (
@@ -120,13 +159,16 @@ def null_cursor_query(spec: SourceSpec, after_key: tuple[Any, ...] | None, limit
 
 
 def pending_count_query(spec: SourceSpec, start: Position | None, upper: Any | None) -> AnySelect:
-    """How many rows lie after ``start`` (for ``status``'s "rows behind" and progress)."""
+    """How many rows lie after ``start`` (for ``status``'s "rows behind" and progress); a start
+    without a key (a cursor set by ``reset --to``) counts the rows from its value on."""
     rel = source_relation(spec)
     cur = cursor_expr(spec, rel)
     keys = [rel.c[k] for k in spec.key]
     conds: list[sa.ColumnElement[bool]] = [cur.is_not(None)]
     if start is not None and start.key is not None:
         conds.append(tuple_after([cur, *keys], [start.value, *start.key]))
+    elif start is not None:
+        conds.append(cur >= start.value)
     if upper is not None:
         conds.append(cur <= upper)
     return sa.select(sa.func.count()).select_from(rel).where(*conds)
@@ -210,15 +252,24 @@ def keys_query(spec: SourceSpec, after_key: tuple[Any, ...] | None, limit: int) 
 _SQLITE_FMT = "%Y-%m-%d %H:%M:%S.%f"
 
 
+def _text_format(like: str) -> str:
+    """The format of text timestamps written like ``like``: ISO 8601 with a 'T' or with a space
+    between date and time. Compared as text, '2026-05-01T10:00' sorts after every
+    '2026-05-01 ...', so a bound in the other form would hold back a whole day of rows."""
+    return _SQLITE_FMT.replace(" ", "T") if like[10:11] == "T" else _SQLITE_FMT
+
+
 def shift_back(value: Any, seconds: float, tz: tzinfo | None = None) -> Any:
     """``value`` minus a lookback window, for datetime cursors (also SQLite's text timestamps).
 
     For naive wall-clock values, if the window touches the repeated hour of a daylight-saving
     change in ``tz``, it is widened by that hour, so rows written in the second pass through the
-    repeated hour (whose wall-clock times sort before the cursor) are re-read.
+    repeated hour (whose wall-clock times sort before the cursor) are re-read — also with no
+    lookback at all, as those rows were written after the cursor was saved.
     Non-time cursors (integers) are returned unchanged.
     """
-    if seconds <= 0:
+    seconds = max(seconds, 0.0)
+    if seconds == 0 and tz is None:
         return value
     as_text = isinstance(value, str)
     if as_text:
@@ -233,8 +284,10 @@ def shift_back(value: Any, seconds: float, tz: tzinfo | None = None) -> Any:
     start = dt - timedelta(seconds=seconds)
     if dt.tzinfo is None and tz is not None and _touches_fold(start, dt, tz):
         start -= timedelta(hours=1)
+    if start == dt:
+        return value  # nothing to shift: keep the value exactly as the database gave it
     if as_text:
-        return start.strftime(_SQLITE_FMT)
+        return start.strftime(_text_format(value))
     return start
 
 
@@ -262,7 +315,7 @@ def upper_bound(db_now_utc: datetime, lag: float, like: Any, tz: tzinfo) -> Any:
             return bound
         return bound.astimezone(tz).replace(tzinfo=None)
     if isinstance(like, str):
-        return bound.astimezone(tz).replace(tzinfo=None).strftime(_SQLITE_FMT)
+        return bound.astimezone(tz).replace(tzinfo=None).strftime(_text_format(like))
     if like is None:
         return bound.astimezone(tz).replace(tzinfo=None)
     return None

@@ -81,7 +81,8 @@ class ShopReader:
     def fetch(self, stmt: sa.Executable, what: str = "query") -> list[Row]:
         with self._errors(what), self.engine.connect() as conn:
             result = conn.execute(stmt)
-            return [dict(r) for r in result.mappings()]
+            names = list(result.keys())  # as dict(row mapping): a repeated name keeps the last
+            return [dict(zip(names, r, strict=True)) for r in result.fetchall()]
 
     def scalar(self, stmt: sa.Executable, what: str = "query") -> Any:
         with self._errors(what), self.engine.connect() as conn:

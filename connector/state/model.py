@@ -150,3 +150,4 @@ class MappingStatus:
     rejected: int
     known_sent: int
     known_deleted: int
+    known_pending: int = 0  # marked 'pending_delete' by a reconciliation, not deleted yet

@@ -259,20 +259,52 @@ class StateStore:
             if text is not None:
                 t.save_cursor(conn, mapping, text)
 
-    def known_keys(self, mapping: str, after: str | None, limit: int) -> list[tuple[str, str]]:
-        """A page of ``(key, status)`` of 'sent' records, by key id, after the key ``after``.
+    def settle(self, mapping: str, keys: Sequence[str]) -> None:
+        """Resolve the open rejects of ``keys``: nothing is left to deliver (the rows were
+        soft-deleted before ShopiMind ever accepted them)."""
+        with self._tx() as conn:
+            t.resolve_rejects(conn, mapping, keys, utc_now())
+
+    def known_keys(
+        self, mapping: str, after: str | None, limit: int, status: str = t.STATUS_SENT
+    ) -> list[tuple[str, str]]:
+        """A page of ``(key, status)`` of records in ``status`` (default 'sent'), by key id,
+        after the key ``after``.
 
         Keys are ordered byte-wise; a key longer than 255 characters sorts by its hash id.
         """
         r = t.records.c
         query = sa.select(r.key_id, r.long_key, r.status).where(
-            r.mapping == mapping, r.status == t.STATUS_SENT
+            r.mapping == mapping, r.status == status
         )
         if after is not None:
             query = query.where(r.key_id > t.key_id(after))
         query = query.order_by(r.key_id).limit(limit)
         with self._read() as conn:
-            return [(long or kid, status) for kid, long, status in conn.execute(query)]
+            return [(long or kid, st) for kid, long, st in conn.execute(query)]
+
+    def move_records(self, mapping: str, keys: Sequence[str] | None, old: str, new: str) -> int:
+        """Records of ``mapping`` in status ``old`` go to ``new``: those of ``keys``, or all of
+        them when ``keys`` is None; a record in another status (e.g. re-sent meanwhile) is left
+        alone. Hashes are kept; moving to 'deleted' also resolves the keys' open rejects.
+        Returns how many records changed (reconciliation: sent → pending_delete → deleted)."""
+        r = t.records.c
+        now = utc_now()
+        stmt = (
+            sa.update(t.records)
+            .where(r.mapping == mapping, r.status == old)
+            .values(status=new, updated_at=now)
+        )
+        changed = 0
+        with self._tx() as conn:
+            if keys is None:
+                return int(conn.execute(stmt).rowcount or 0)
+            unique = list(dict.fromkeys(keys))
+            for chunk in _chunks(sorted({t.key_id(k) for k in unique})):
+                changed += int(conn.execute(stmt.where(r.key_id.in_(chunk))).rowcount or 0)
+            if new == t.STATUS_DELETED:
+                t.resolve_rejects(conn, mapping, unique, now)
+        return changed
 
     def list_rejects(
         self, mapping: str | None = None, limit: int = 100, include_resolved: bool = False
@@ -377,6 +409,7 @@ class StateStore:
                 rejected=open_rejects.get(m, 0),
                 known_sent=known.get((m, t.STATUS_SENT), 0),
                 known_deleted=known.get((m, t.STATUS_DELETED), 0),
+                known_pending=known.get((m, t.STATUS_PENDING_DELETE), 0),
             )
             for m in names
         ]

@@ -1,0 +1,251 @@
+"""The benchmark report: figures kept in ``.bench/results-<mode>.json``, rendered to Markdown.
+
+Each figure test stores one entry (its rows, notes, plans, when and how it was measured); the
+session end renders every stored figure, with the machine, into ``BENCHMARKS.md`` (full runs)
+or ``.bench/BENCHMARKS-quick.md`` (``--quick``). Re-running one figure (``-k``) replaces only
+its entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tests.benchmarks.datagen import CACHE
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Row:
+    """One measured figure: ``value`` against ``reference`` (the ratio), checked on ``target``."""
+
+    what: str
+    value: float
+    unit: str
+    reference: float | None = None
+    reference_what: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Figure:
+    key: str  # "1-budget", ...
+    title: str
+    how: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    blocks: list[tuple[str, str]] = field(default_factory=list)  # (caption, preformatted text)
+    measured_at: str = ""
+    seconds: float = 0.0
+    load: str = ""
+    command: str = ""
+
+    def add(self, row: Row) -> Row:
+        if row.ratio is None and row.reference:
+            row.ratio = row.value / row.reference
+        self.rows.append(row)
+        return row
+
+    @property
+    def missed(self) -> list[Row]:
+        return [r for r in self.rows if r.met is False]
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def results_path(quick: bool) -> Path:
+    return CACHE / f"results-{'quick' if quick else 'full'}.json"
+
+
+def store(fig: Figure, quick: bool) -> None:
+    path = results_path(quick)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[fig.key] = asdict(fig)
+    path.write_text(json.dumps(data, indent=1, default=str))
+
+
+def load(quick: bool) -> list[Figure]:
+    path = results_path(quick)
+    if not path.is_file():
+        return []
+    out = []
+    for key in sorted(json.loads(path.read_text())):
+        raw = json.loads(path.read_text())[key]
+        raw["rows"] = [Row(**r) for r in raw["rows"]]
+        raw["blocks"] = [tuple(b) for b in raw["blocks"]]
+        out.append(Figure(**raw))
+    return out
+
+
+# --- the machine ---------------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def db_version(url: str) -> str:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                return "PostgreSQL " + str(conn.exec_driver_sql("SHOW server_version").scalar())
+            if engine.dialect.name in ("mysql", "mariadb"):
+                return "MariaDB/MySQL " + str(conn.exec_driver_sql("SELECT VERSION()").scalar())
+            return "SQLite " + sqlite3.sqlite_version
+    except sa.exc.SQLAlchemyError as exc:
+        return f"unreachable ({type(exc).__name__})"
+    finally:
+        engine.dispose()
+
+
+def machine(db_urls: dict[str, str]) -> list[tuple[str, str]]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    rows = [
+        ("CPU", cpu),
+        ("cores (os.cpu_count)", str(os.cpu_count())),
+        ("RAM", mem),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("Python", sys.version.split()[0]),
+        ("SQLAlchemy", sa.__version__),
+        ("psycopg", _version("psycopg")),
+        ("PyMySQL", _version("PyMySQL")),
+        ("httpx", _version("httpx")),
+    ]
+    for name, url in db_urls.items():
+        rows.append((f"{name} server" if name != "sqlite" else "SQLite", db_version(url)))
+    return rows
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def _num(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        text = f"{v:,.0f}"
+    elif abs(v) >= 10:
+        text = f"{v:.1f}"
+    else:
+        text = f"{v:.3g}" if v else "0"
+    return f"{text} {unit}".strip()
+
+
+def render(figures: list[Figure], machine_rows: list[tuple[str, str]], quick: bool) -> str:
+    out = [
+        "# Benchmarks" + (" (quick look: small data, short runs)" if quick else ""),
+        "",
+        "Written by `make bench` (`tests/benchmarks/`, not part of `make test`). Every figure is",
+        "measured in one run side by side with its reference and reported as a ratio; the exact",
+        "commands are below each figure. Numbers are what was measured on the machine below,",
+        "including whatever else it was running (its load average is shown per figure).",
+        "",
+        "Reproduce:",
+        "",
+        "```sh",
+        "export SHOPIMIND_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "export SHOPIMIND_TEST_MYSQL_URL=mysql+pymysql://root@127.0.0.1:3306/test  # optional",
+        "make bench                      # full: 1M customers/orders, about 15-25 min on 2 cores",
+        "make bench BENCH_ARGS=--quick   # a first look on 100k rows (.bench/BENCHMARKS-quick.md)",
+        "```",
+        "",
+        "Generated data is cached under `.bench/` (keyed by size, generator version and demo",
+        "schema); PostgreSQL/MariaDB copies live next to the configured database as",
+        "`<db>_bench_<key>_<size>`. Delete `.bench/` (and those databases) to start over.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in machine_rows],
+        "",
+        "## Summary",
+        "",
+        "| figure | measured | reference | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fig in figures:
+        for r in fig.rows:
+            if not r.target:
+                continue
+            met = "yes" if r.met else ("**no**" if r.met is False else "-")
+            ref = f"{_num(r.reference, r.unit)} ({r.reference_what})" if r.reference else "-"
+            out.append(
+                f"| {fig.key}: {r.what} | {_num(r.value, r.unit)} | {ref} | "
+                f"{_num(r.ratio) if r.ratio is not None else '-'} | {r.target} | {met} |"
+            )
+    for fig in figures:
+        out += ["", f"## {fig.key}: {fig.title}", "", fig.how, ""]
+        out += [
+            "| measured | value | reference | ratio | target | met | note |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in fig.rows:
+            met = "yes" if r.met else ("**no**" if r.met is False else "")
+            ref = f"{_num(r.reference, r.unit)} ({r.reference_what})" if r.reference else ""
+            ratio = _num(r.ratio) if r.ratio is not None else ""
+            out.append(
+                f"| {r.what} | {_num(r.value, r.unit)} | {ref} | {ratio} | {r.target} | {met} "
+                f"| {r.note} |"
+            )
+        if fig.notes:
+            out.append("")
+            out += [f"* {n}" for n in fig.notes]
+        for caption, text in fig.blocks:
+            out += ["", caption, "", "```", text.rstrip(), "```"]
+        out += [
+            "",
+            f"Measured {fig.measured_at} in {fig.seconds:.0f} s, load average before/after "
+            f"{fig.load}. Command: `{fig.command}`",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def write(figures: list[Figure], machine_rows: list[tuple[str, str]], quick: bool) -> Path:
+    path = CACHE / "BENCHMARKS-quick.md" if quick else REPO / "BENCHMARKS.md"
+    path.write_text(render(figures, machine_rows, quick), encoding="utf-8")
+    return path
+
+
+def stamp(fig: Figure, started: float, load_before: str, command: str) -> None:
+    fig.measured_at = time.strftime("%Y-%m-%d %H:%M %Z")
+    fig.seconds = time.monotonic() - started
+    fig.load = f"{load_before} / {loadavg()}"
+    fig.command = command

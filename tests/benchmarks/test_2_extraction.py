@@ -1,0 +1,165 @@
+"""Figure 2: extraction and mapping speed, against a plain streamed SELECT of the same rows.
+
+The API is a sink that accepts everything instantly (an httpx.MockTransport answering the bulk
+envelope, through ``Runtime.open(transport=...)``, budget raised to 100,000 requests/min). A fresh
+backfill of ``customers`` and of ``orders`` (with its lines) runs from the start of the 1M-row
+tables until ``extract_rows`` rows were read: shop reads, mapping, hashing, hash lookups in the
+state database, batching, the (mock) sends and the in-order state commits — the whole pass.
+
+Reference: SQLAlchemy Core streaming (``stream_results``, ``yield_per`` 10,000) the same number
+of rows of the mapping's source relation and all of their child rows, no mapping, best of two
+runs (one before, one after the connector run).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from connector.runtime import Runtime
+from connector.source import query as q
+from tests.benchmarks.common import Stages, make_config, sink_transport
+from tests.benchmarks.conftest import Recorder, Settings, Shops
+from tests.benchmarks.report import Figure, Row
+
+MAPPINGS = ("customers", "orders")
+FLOOR = 10_000  # rows/s: 20x what the API budget absorbs (600 requests/min x 50 items)
+
+
+def _reference(rt: Runtime, mapping: str, rows: int) -> tuple[float, int]:
+    """Seconds to stream ``rows`` parent rows (ids 1..rows) and their child rows; child rows."""
+    m = rt.compiled[mapping].mapping
+    rel = q.source_relation(m.source, ["id"])
+    parents = sa.select(sa.text("*")).select_from(rel).where(rel.c.id <= rows)
+    stmts = [parents]
+    for child in m.children.values():
+        link = child.child_columns[0]
+        crel = q.relation(child.table, child.query, [link])
+        stmts.append(sa.select(sa.text("*")).select_from(crel).where(crel.c[link] <= rows))
+    started = time.perf_counter()
+    counts = []
+    with rt.reader.engine.connect() as conn:
+        streaming = conn.execution_options(stream_results=True, yield_per=10_000)
+        for stmt in stmts:
+            n = 0
+            for _row in streaming.execute(stmt):
+                n += 1
+            counts.append(n)
+    return time.perf_counter() - started, sum(counts[1:])
+
+
+@dataclass
+class Measured:
+    rows: int
+    wall: float
+    cpu: float
+    stages: dict[str, float]
+    reference: float
+    kids: int
+    outcome: str
+    requests: int
+
+
+def _connector(cfg_tmp: Path, url: str, mapping: str, rows: int) -> Measured:
+    cfg = make_config(
+        cfg_tmp,
+        url,
+        "http://sink.invalid",
+        [mapping],
+        shopimind={"requests_per_minute": 100_000},
+        sync={"max_in_flight": 8},
+    )
+    with Runtime.open(cfg, transport=sink_transport()) as rt:
+        ref1, _ = _reference(rt, mapping, rows)
+        read = [0]
+
+        def progress(_name: str, n: int) -> None:
+            read[0] += n
+            if read[0] >= rows:
+                rt.stop.set()
+
+        stages = Stages(rt)
+        cpu0, started = time.process_time(), time.perf_counter()
+        result = rt.syncer(mapping, progress).run_pass()
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        stages.restore()
+        ref2, kids = _reference(rt, mapping, result.counts.rows_read)
+    got = result.counts.rows_read
+    return Measured(
+        got,
+        wall,
+        cpu,
+        stages.seconds,
+        min(ref1 * got / rows, ref2),  # the best of the runs before and after
+        kids,
+        result.outcome,
+        result.counts.requests,
+    )
+
+
+def test_extraction_speed(
+    settings: Settings, shops: Shops, record: Recorder, tmp_path: Path
+) -> None:
+    n = settings.extract_rows
+    fig = Figure(
+        "2-extraction",
+        "Extraction and mapping speed (API replaced by an instant sink)",
+        f"A fresh backfill of each mapping on the {settings.size:,}-row tables, stopped after "
+        f"{n:,} rows: the connector's whole pass (read, map, hash, state lookups, batches, "
+        "mock sends, in-order state commits). Reference: a plain SQLAlchemy Core streamed "
+        "SELECT of as many rows of the mapping's source and all their child rows, no mapping "
+        "(best of two). Targets: >= 0.5 of the reference and >= 10,000 rows/s (20x the 500 "
+        "items/s the default budget of 600 requests/min x 50 items absorbs).",
+    )
+    for backend in settings.backends:
+        url = shops.url(backend)
+        for mapping in MAPPINGS:
+            got = _connector(tmp_path / f"{backend}-{mapping}", url, mapping, n)
+            rate, ref_rate = got.rows / got.wall, got.rows / got.reference
+            kids = f", {got.kids:,} child rows" if got.kids else ""
+            fig.add(
+                Row(
+                    f"{mapping} on {backend}: connector rows/s",
+                    rate,
+                    "rows/s",
+                    ref_rate,
+                    f"streamed SELECT{kids}",
+                    target=">= 0.5",
+                    met=rate / ref_rate >= 0.5,
+                    note=f"{got.rows / got.cpu:,.0f} rows per CPU-second; {got.requests} requests",
+                )
+            )
+            fig.add(
+                Row(
+                    f"{mapping} on {backend}: rows/s vs the 10,000 floor",
+                    rate,
+                    "rows/s",
+                    FLOOR,
+                    "20x the default budget",
+                    target=">= 1",
+                    met=rate >= FLOOR,
+                )
+            )
+            parts = ", ".join(f"{k} {v / got.rows * 1e6:.0f}" for k, v in got.stages.items())
+            other = got.wall - sum(got.stages.values())
+            fig.notes.append(
+                f"{mapping} on {backend}: {got.rows:,} rows in {got.wall:.1f} s ({got.outcome}); "
+                f"microseconds per row on the pass thread: {parts}, rest (batching, waiting for "
+                f"the send threads, bookkeeping) {other / got.rows * 1e6:.0f}."
+            )
+    if any(r.met is False for r in fig.rows):
+        fig.notes.append(
+            "Why the connector reads at a fraction of a plain SELECT: the reference only streams "
+            "tuples out of one cursor; the connector turns each row into a dict, builds the API "
+            "item field by field with type conversions (timestamps to UTC ISO, money, booleans), "
+            "hashes its canonical JSON (SHA-256), looks the hashes up in the state database, "
+            "JSON-encodes the batches for the API, and commits one state transaction per batch "
+            "of 50 (records upsert, reject resolution, cursor), all in one Python process. The "
+            "per-row costs above show where the time goes; the state commits belong to "
+            "connector/state and connector/batching (see the recommendations in the report)."
+        )
+    record(fig)
+    assert all(r.value > 0 for r in fig.rows)
