@@ -254,13 +254,13 @@ def _sync(cfg: Config, args: argparse.Namespace) -> int:
 def _backlog(rt: Any, name: str) -> tuple[int | None, float | None]:
     """Rows a pass of ``name`` has to read (pending count) and the rows per second the API
     budget allows it (for the ETA)."""
-    from connector.status import _rows_behind
+    from connector.status import rows_behind
 
     mapping = rt.compiled[name].mapping
     rate = rt.client.budget.rate * mapping.resource.batch_limit if rt.client else None
     try:
         now = rt.reader.db_now_utc()
-        total = _rows_behind(rt.reader, mapping, rt.store.get_cursor(name), now, rt.config)
+        total = rows_behind(rt.reader, mapping, rt.store.get_cursor(name), now, rt.config)
     except ConnectorError:
         return None, rate
     return total, rate

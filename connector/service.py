@@ -177,13 +177,13 @@ class Service:
                 self.liveness.progress(name)
 
     def _remaining(self, name: str) -> int | None:
-        from connector.status import _rows_behind
+        from connector.status import rows_behind
 
         try:
             reader = self.rt.reader
             mapping = self.rt.compiled[name].mapping
             cursor = self.rt.store.get_cursor(name)
-            return _rows_behind(reader, mapping, cursor, reader.db_now_utc(), self.rt.config)
+            return rows_behind(reader, mapping, cursor, reader.db_now_utc(), self.rt.config)
         except ConnectorError as exc:
             log.debug("%s: cannot count the rows left: %s", name, exc)
             return None

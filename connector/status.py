@@ -43,7 +43,7 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
             now = reader.db_now_utc()
             for m in mappings:
                 st = statuses.get(m.name)
-                behind[m.name] = _rows_behind(reader, m, st.cursor if st else None, now, cfg)
+                behind[m.name] = rows_behind(reader, m, st.cursor if st else None, now, cfg)
     except ConnectorError as exc:
         for m in mappings:
             behind.setdefault(m.name, f"unknown ({exc})")
@@ -78,7 +78,7 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
     return out
 
 
-def _rows_behind(
+def rows_behind(
     reader: ShopReader, m: Mapping, cursor: Cursor | None, now: datetime, cfg: Config
 ) -> int:
     sample = reader.sample_cursor(m)

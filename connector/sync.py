@@ -118,7 +118,13 @@ class MappingSync:
             self.store.finish_run(run_id, counts, "failed", "API key rejected (401/403)")
             raise
         except ConnectorError as exc:
-            result.outcome, result.message = "failed", str(exc)
+            if self.stop.is_set():  # stopping: what was not sent is simply not sent yet
+                result.outcome = "interrupted"
+                result.message = (
+                    f"stopped; the cursor is saved after the last accepted batch ({exc})"
+                )
+            else:
+                result.outcome, result.message = "failed", str(exc)
         result.seconds = time.monotonic() - started
         result.cursor = self.store.get_cursor(name)
         self.store.finish_run(run_id, counts, result.outcome, result.message)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, date, datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -52,8 +52,11 @@ def _decimal(v: Any) -> Decimal:
     return d
 
 
+_CENT = Decimal("0.01")
+
+
 def to_money(v: Any) -> float:
-    return float(_decimal(v).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+    return float(_decimal(v).quantize(_CENT, rounding=ROUND_HALF_UP))
 
 
 def to_number(v: Any) -> int | float:
@@ -87,6 +90,8 @@ def to_string(v: Any) -> str:
 
 
 def to_id_string(v: Any) -> str:
+    if type(v) is int:  # the common case; an int's text is never blank
+        return str(v)
     s = to_string(v).strip()
     if not s:
         raise ValueError("an id must not be empty")
@@ -108,11 +113,14 @@ def to_id_number(v: Any) -> int | str:
 
 
 def to_timestamp(v: Any, tz: tzinfo) -> str:
-    if type(v) is datetime:  # the common case, as timeutil.iso_utc(timeutil.to_utc(v, tz))
-        u = (v.replace(tzinfo=tz) if v.tzinfo is None else v).astimezone(UTC)
-        if u.year >= 1000:  # isoformat pads years to 4 digits, strftime does not
-            return u.isoformat(timespec="milliseconds")[:23] + "Z"
-        return timeutil.iso_utc(u)
+    if type(v) is datetime and v.tzinfo is None:
+        # the common case, shop wall-clock time: what iso_utc(to_utc(v, tz)) gives, computed
+        # as astimezone does (minus the zone's offset for this wall time and fold)
+        off = tz.utcoffset(v)
+        if off is not None:
+            u = v - off
+            if u.year >= 1000:  # isoformat pads years to 4 digits, strftime does not
+                return u.isoformat(timespec="milliseconds") + "Z"
     if isinstance(v, datetime):
         dt = v
     elif isinstance(v, date):
@@ -154,7 +162,7 @@ def to_currency(v: Any) -> str:
 def to_money_string(v: Any) -> str:
     if isinstance(v, str):
         return v.strip()
-    return format(_decimal(v).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP), "f")
+    return format(_decimal(v).quantize(_CENT, rounding=ROUND_HALF_UP), "f")
 
 
 def to_json(v: Any) -> Any:

@@ -329,7 +329,9 @@ def test_reconcile_read_failing_halfway_deletes_nothing(env: Env) -> None:
         assert res.outcome == "failed" and res.pending == 3 and res.deleted == 0
     st = status(env)["legacy_carriers"]
     assert (st["known_sent"], st["known_pending"]) == (297, 3)
-    assert "pending" in env.cli("status").out
+    head, line = env.cli("status").out.splitlines()[:2]
+    assert head.split()[-3:] == ["sent", "deleted", "pending"]
+    assert line.split()[-3:] == ["297", "0", "3"]
     sb.clear_faults()
     res = env.cli("reconcile")
     assert res.code == 0, res.text
@@ -382,3 +384,46 @@ def test_a_rejected_row_soft_deleted_before_it_was_ever_accepted(env: Env) -> No
     assert env.cli("rejected", "list").out.strip() == "no open rejected items"
     assert deletes(env, n) == []
     assert status(env)["customers"]["rejected"] == 0
+
+
+def test_soft_deleted_customer_and_order(env: Env) -> None:
+    """Customers by deleted_at (not NULL); orders by a 0/1 flag column (``when = "true"``)."""
+    use(env, ["customers", "orders"])
+    env.execute("ALTER TABLE orders ADD COLUMN archived SMALLINT DEFAULT 0 NOT NULL")
+    path = env.mappings / "orders.toml"
+    text = path.read_text(encoding="utf-8")
+    text = text.replace("SELECT o.id, o.reference,", "SELECT o.id, o.archived, o.reference,")
+    text = text.replace(
+        'lookback = "5m"\n', 'lookback = "5m"\ndeleted = { column = "archived", when = "true" }\n'
+    )
+    path.write_text(text, encoding="utf-8")
+    assert env.cli("sync").code == 0
+    order = env.sql("SELECT MIN(id) AS id FROM orders")[0]["id"]
+    customer = env.sql("SELECT MAX(id) AS id FROM customers WHERE deleted_at IS NULL")[0]["id"]
+    assert str(order) in env.sandbox.records("orders")
+    assert str(customer) in env.sandbox.records("customers")
+    time.sleep(0.01)
+    now = shop_now()
+    env.execute("UPDATE orders SET archived = 1, updated_at = :now WHERE id = :i", now=now, i=order)
+    env.execute(
+        "UPDATE customers SET deleted_at = :now, updated_at = :now WHERE id = :i",
+        now=now,
+        i=customer,
+    )
+    n = len(env.sandbox.requests)
+    assert env.cli("sync").code == 0
+    assert sorted(deletes(env, n)) == [
+        ("/v1/customers/bulk-delete", 1),
+        ("/v1/orders/bulk-delete", 1),
+    ]
+    assert env.sandbox.deleted("orders") == {str(order)}
+    assert env.sandbox.deleted("customers") == {str(customer)}
+    assert str(order) not in env.sandbox.records("orders")
+    assert str(customer) not in env.sandbox.records("customers")
+    st = status(env)
+    assert st["orders"]["known_deleted"] == 1 and st["customers"]["known_deleted"] == 1
+
+    n = len(env.sandbox.requests)
+    assert env.cli("sync").code == 0
+    assert env.cli("reconcile").code == 0
+    assert env.sandbox.requests[n:] == []

@@ -1,0 +1,211 @@
+"""Figure 3: what a pass that finds nothing costs, and the idle service's CPU.
+
+(a) Every mapping's cursor is set after its last row, as a finished backfill leaves it, then one
+pass records what lies in the lookback window; then ``idle_passes`` passes of each mapping are
+timed (wall clock of ``run_pass``, shop and state statements counted). On PostgreSQL, the page
+query a pass runs with the saved cursor (minus the lookback) is EXPLAINed (ANALYZE, BUFFERS).
+
+(b) The service (``python -m connector.cli run``) with the 12 mappings at a 5 s poll interval on
+the same data, nothing changing: its process CPU time (``/proc/<pid>/stat``) over
+``idle_seconds`` after a warm-up, as a share of one core.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from connector.runtime import Runtime
+from connector.sandbox import Sandbox
+from connector.source import query as q
+from connector.state import tables
+from tests.benchmarks.common import (
+    KEY,
+    REPO,
+    TWELVE,
+    config_dict,
+    count_queries,
+    cpu_seconds,
+    cursors_to_end,
+    make_config,
+    sink_transport,
+    write_config,
+)
+from tests.benchmarks.conftest import Recorder, Settings, Shops
+from tests.benchmarks.report import Figure, Row
+
+BIG = ("customers", "orders")
+
+
+def _explain(rt: Runtime, name: str) -> str:
+    m = rt.compiled[name].mapping
+    saved = rt.store.get_cursor(name)
+    assert saved is not None
+    start = q.Position(q.shift_back(saved.value, m.source.lookback, rt.config.shop_tz), None)
+    upper = q.upper_bound(rt.reader.db_now_utc(), 2.0, saved.value, rt.config.shop_tz)
+    stmt = q.page_query(m.source, start, upper, rt.syncer(name).page_size)
+    sql = str(stmt.compile(rt.reader.engine, compile_kwargs={"literal_binds": True}))
+    with rt.reader.engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql).scalars()
+        return "\n".join(plan)
+
+
+def _idle_passes(rt: Runtime, names: tuple[str, ...], passes: int) -> dict[str, list[float]]:
+    # the state store keeps its engine private; counting its statements needs it
+    shop_q, state_q = count_queries(rt.reader.engine), count_queries(rt.store._engine)
+    out: dict[str, list[float]] = {}
+    for name in names:
+        times = []
+        shop0, state0 = shop_q[0], state_q[0]
+        for _ in range(passes):
+            started = time.perf_counter()
+            res = rt.syncer(name).run_pass()
+            times.append((time.perf_counter() - started) * 1000)
+            assert res.outcome == "ok", res.message
+            assert res.counts.items_sent == 0, f"{name}: an idle pass sent {res.counts.items_sent}"
+        out[name] = [
+            statistics.median(times),
+            sorted(times)[max(0, int(len(times) * 0.95) - 1)],
+            (shop_q[0] - shop0) / passes,
+            (state_q[0] - state0) / passes,
+        ]
+    return out
+
+
+def test_idle_cost(settings: Settings, shops: Shops, record: Recorder, tmp_path: Path) -> None:
+    fig = Figure(
+        "3-idle",
+        "Idle cost: a pass that finds no change, and the idle service",
+        "(a) Cursors set after the last row (as a finished backfill leaves them), one pass to "
+        f"record the lookback window, then {settings.idle_passes} timed passes per mapping "
+        "(median and 95th percentile wall time of `run_pass`, statements per pass on the shop "
+        "and state databases; the state database is SQLite). (b) `python -m connector.cli run` "
+        f"with the 12 example mappings but vouchers and carts, poll interval {settings.poll:.0f} "
+        f"s, nothing changing: process CPU time over {settings.idle_seconds:.0f} s after a "
+        "warm-up. Reference for (b): one core.",
+    )
+    main = settings.main
+    for backend in settings.backends:
+        names = TWELVE if backend == main else BIG
+        cfg = make_config(tmp_path / f"a-{backend}", shops.url(backend), "http://sink", names)
+        with Runtime.open(cfg, transport=sink_transport()) as rt:
+            cursors_to_end(rt)
+            for result in rt.run_once():
+                assert result.outcome == "ok", result.message
+            timed = _idle_passes(rt, names, settings.idle_passes)
+            if backend == "postgresql":
+                for name in BIG:
+                    plan = _explain(rt, name)
+                    fig.blocks.append((f"EXPLAIN of the `{name}` page query (PostgreSQL):", plan))
+                    seq = f"Seq Scan on {name}" in plan or "Seq Scan on o " in plan
+                    fig.add(
+                        Row(
+                            f"{name}: page query uses the cursor index",
+                            0 if seq else 1,
+                            "",
+                            target="index scan, no Seq Scan",
+                            met=not seq and "Index Cond" in plan,
+                            note="orders: the cursor predicate is pushed into the query "
+                            "source's subquery (Index Cond on o.updated_at)"
+                            if name == "orders"
+                            else "two index-ordered branches (cursor, fallback) merged",
+                        )
+                    )
+        for name, (median, p95, shop_n, state_n) in timed.items():
+            big = name in BIG
+            fig.add(
+                Row(
+                    f"idle pass, {name} on {backend}",
+                    median,
+                    "ms",
+                    target="<= 10 ms" if big and backend == "postgresql" else "",
+                    met=median <= 10 if big and backend == "postgresql" else None,
+                    note=f"p95 {p95:.1f} ms; {shop_n:.0f} shop + {state_n:.0f} state statements",
+                )
+            )
+    _service(settings, shops, fig, tmp_path)
+    slow = [r for r in fig.rows if r.what.startswith("idle pass") and r.value > 10]
+    if slow:
+        fig.notes.append(
+            "Idle passes over 10 ms: "
+            + ", ".join(f"{r.what.split(', ')[1]} {r.value:.0f} ms" for r in slow)
+            + ". A mapping whose cursor is an expression (the example products, variations, "
+            "categories, groups and statuses mappings use CASE WHEN t.updated_at > p.updated_at "
+            "... as sync_updated_at) cannot use any index: every pass scans and sorts its whole "
+            "query. Such a mapping should use an indexed column as its cursor and capture the "
+            "other table's changes as a child with its own cursor."
+        )
+    record(fig)
+
+
+def _runs(state_url: str) -> int:
+    engine = sa.create_engine(state_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).select_from(tables.runs)) or 0)
+    finally:
+        engine.dispose()
+
+
+def _service(settings: Settings, shops: Shops, fig: Figure, tmp: Path) -> None:
+    url = shops.url(settings.main)
+    folder = tmp / "service"
+    with Sandbox({KEY}, requests_per_minute=600) as sb:
+        data = config_dict(folder, url, sb.url, TWELVE, sync={"poll_interval": settings.poll})
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = make_config(folder, url, sb.url, TWELVE, sync={"poll_interval": settings.poll})
+        with Runtime.open(cfg, transport=sink_transport()) as rt:
+            cursors_to_end(rt)
+            for result in rt.run_once():
+                assert result.outcome == "ok", result.message
+        path = write_config(folder / "config.toml", data)
+        before = _runs(cfg.state_url())
+        env = {**os.environ, "PYTHONPATH": str(REPO), "SHOPIMIND_API_KEY": KEY}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "connector.cli", "run", "--config", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(folder / "service.log", "w"),  # noqa: SIM115
+            cwd=folder,
+            env=env,
+        )
+        try:
+            time.sleep(2 * settings.poll + 2)  # start-up and the first passes
+            assert proc.poll() is None, (folder / "service.log").read_text()[-2000:]
+            cpu0, t0, sent0 = cpu_seconds(proc.pid), time.monotonic(), len(sb.requests)
+            time.sleep(settings.idle_seconds)
+            cpu, wall = cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0
+            sent = len(sb.requests) - sent0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    runs = _runs(cfg.state_url()) - before
+    share = cpu / wall * 100
+    fig.add(
+        Row(
+            f"service CPU, 12 mappings idle, {settings.poll:.0f} s poll ({settings.main})",
+            share,
+            "% of one core",
+            100.0,
+            "one core",
+            target="< 1 %",
+            met=share < 1.0,
+            note=f"{cpu:.2f} s CPU in {wall:.0f} s; {runs} passes in the state database; "
+            f"{sent} API requests while idle",
+        )
+    )
+    if share >= 1.0:
+        fig.notes.append(
+            f"The idle service used {share:.1f}% of a core: each pass costs a fixed number of "
+            "statements on the shop and state databases (see the statement counts above) and "
+            "logs one line; 12 mappings every 5 s are 2.4 passes a second. Fewer fixed "
+            "statements per pass (cursor and settings read once, run rows written only when "
+            "something happened) would lower it; see the recommendations."
+        )
+    assert sent == 0, f"the idle service sent {sent} requests"
