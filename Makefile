@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 ## make test: lint, type-check and run the whole suite
 test: $(STAMP) lint typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --ignore=tests/benchmarks $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check connector tests
@@ -34,7 +34,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-## make bench: benchmark suite (not part of make test); writes BENCHMARKS.md
+## make bench: benchmark suite (not part of make test); writes BENCHMARKS.md. Uses PostgreSQL and
+## MariaDB when SHOPIMIND_TEST_POSTGRES_URL / SHOPIMIND_TEST_MYSQL_URL are set; BENCH_ARGS=--quick
+## for a small first look (written to .bench/BENCHMARKS-quick.md)
 bench: $(STAMP)
 	$(PY) -m pytest -q tests/benchmarks $(BENCH_ARGS)
 

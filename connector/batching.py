@@ -47,6 +47,7 @@ class Batch:
     accepted: list[Accepted] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     counts: RunCounts = field(default_factory=RunCounts)
+    error: Exception | None = None  # a delete failed after the upserts were accepted
 
     @property
     def empty(self) -> bool:
@@ -91,7 +92,8 @@ class PageWriter:
 
     def write(self, units: Sequence[Unit], rows: Sequence[dict[str, Any]]) -> None:
         res = self.mapping.resource
-        known = self.store.get_hashes(self.mapping.name, [u.key_text for u in units])
+        records = self.store.get_records(self.mapping.name, [u.key_text for u in units])
+        known = {k: h for k, (status, h) in records.items() if status == "sent"}
         batch = Batch()
         for u, row in zip(units, rows, strict=True):
             if self.stop.is_set() or self._failed is not None:
@@ -102,10 +104,13 @@ class PageWriter:
                 else:
                     batch.sends.append(u)
             elif u.kind == "delete":
-                if u.key_text in known:
+                # deleted unless known as deleted already: a row accepted just before a crash
+                # (so not recorded) must not survive its soft delete; unknown ids are skipped by
+                # the API, so an old soft-deleted row costs one idempotent call, once
+                if records.get(u.key_text, ("", None))[0] != "deleted":
                     batch.deletes.append((u, row))
-                else:  # never accepted (or already deleted): nothing to delete remotely, and
-                    self.counts.unchanged += 1  # an open reject of it has nothing left to retry
+                else:
+                    self.counts.unchanged += 1
                     batch.settled.append(u.key_text)
             else:
                 batch.rejects.append(
@@ -151,9 +156,12 @@ class PageWriter:
 
     def _deliver(self, batch: Batch) -> Batch:
         if batch.sends:
-            self._send(batch)
+            self._send(batch)  # failing here: nothing of the batch was accepted
         if batch.deletes:
-            self._delete(batch)
+            try:
+                self._delete(batch)
+            except Exception as exc:  # the upserts were accepted: keep them, stop the cursor
+                batch.error = exc
         return batch
 
     def _send(self, batch: Batch) -> None:
@@ -230,6 +238,8 @@ class PageWriter:
         if done is None:
             return
         self._pending.popleft()
+        if done.error is not None and self._failed is None:
+            self._failed = done.error
         self._commit(done, move_cursor=self._failed is None)
 
     def _commit(self, batch: Batch, *, move_cursor: bool) -> None:

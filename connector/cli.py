@@ -350,10 +350,14 @@ def _rejected(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _retry(cfg: Config, args: argparse.Namespace) -> int:
+    from connector import lock
     from connector.runtime import Runtime
     from connector.state.model import key_from_json
 
-    with Runtime.open(cfg, only=[args.mapping] if args.mapping else None) as rt:
+    with (
+        lock.acquire(cfg.state_url(), "rejected retry"),
+        Runtime.open(cfg, only=[args.mapping] if args.mapping else None) as rt,
+    ):
         total = 0
         for m in rt.mappings:
             rejects = rt.store.list_rejects(m.name, limit=100_000)
@@ -375,10 +379,14 @@ def _ts(value: datetime | None) -> str:
 
 
 def _reconcile(cfg: Config, args: argparse.Namespace) -> int:
+    from connector import lock
     from connector.reconcile import format_results, reconcile_all
     from connector.runtime import Runtime
 
-    with Runtime.open(cfg, only=args.mapping or None, with_api=not args.dry_run) as rt:
+    with (
+        lock.acquire(cfg.state_url(), "reconcile"),
+        Runtime.open(cfg, only=args.mapping or None, with_api=not args.dry_run) as rt,
+    ):
         results = reconcile_all(rt, dry_run=args.dry_run, max_delete_share=args.max_delete_share)
     print(format_results(results))
     return 0 if all(r.ok for r in results) else 1

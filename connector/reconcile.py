@@ -73,6 +73,7 @@ class ReconcileResult:
     back: int = 0  # candidates whose row was back at the second look: kept as sent
     kept: int = 0  # gone, but their ShopiMind record lives on through another row
     pending: int = 0  # still pending deletion afterwards
+    stale: int = 0  # keys of another shape (sent before source.key changed): left alone
     requests: int = 0
     sample: list[str] = field(default_factory=list)  # a few candidate keys
     message: str | None = None
@@ -267,6 +268,7 @@ class _Reconciliation:
         self.page = max(1, runtime.config.sync.page_size)
         self.store = runtime.store
         self.reader = runtime.reader
+        self.stale = 0
 
     def run(self, res: ReconcileResult) -> None:
         cols, problem = delete_columns(self.mapping)
@@ -303,7 +305,8 @@ class _Reconciliation:
             res.outcome = "interrupted"
             res.message = "stopped; nothing was deleted" + self._restore()
             return
-        why = refusal(res.known, res.found, res.missing, self.max_share)
+        res.stale, res.found = self.stale, res.found - self.stale
+        why = refusal(res.known - res.stale, res.found, res.missing, self.max_share)
         if why is not None:
             res.outcome = "refused"
             res.message = (
@@ -315,9 +318,14 @@ class _Reconciliation:
         if self.dry_run:
             res.outcome = "dry-run"
             res.message = f"would delete up to {res.missing} record(s)" if res.missing else None
-            return
-        if res.missing:
+        elif res.missing:
             self._delete(res, cols)
+        if res.stale:
+            note = (
+                f"{res.stale} record(s) were sent under an earlier source.key and are left alone "
+                "(their items were sent again under the current key)"
+            )
+            res.message = f"{res.message}; {note}" if res.message else note
 
     def _restore(self) -> str:
         if self.dry_run:
@@ -329,12 +337,18 @@ class _Reconciliation:
         return ""
 
     def _present(self, page: list[str]) -> set[str]:
-        keys = [key_from_json(k) for k in page]
+        """The keys of ``page`` the shop holds (not soft-deleted). A key of another shape was
+        sent under an earlier ``source.key``: its item was re-sent under the new key, so it
+        counts as present (never deleted)."""
+        keys = {k: key_from_json(k) for k in page}
+        stale = {k for k, key in keys.items() if len(key) != len(self.spec.key)}
+        self.stale += len(stale)
+        wanted = [key for k, key in keys.items() if k not in stale]
         rows = self.reader.fetch(
-            lookup_query(self.spec, self.spec.key, keys),
-            f"{self.mapping.file}: reconciliation: looking up {len(keys)} known key(s)",
+            lookup_query(self.spec, self.spec.key, wanted),
+            f"{self.mapping.file}: reconciliation: looking up {len(wanted)} known key(s)",
         )
-        return {
+        return stale | {
             key_json(row_key(r, self.mapping)) for r in rows if not is_deleted(r, self.spec.deleted)
         }
 

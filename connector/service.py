@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
@@ -90,6 +90,8 @@ class Service:
         self.liveness = Liveness(cfg.sync.pass_timeout, idle_limit=idle)
         self.backfill = BackfillLog(self._remaining, self._budget_rate)
         self._lock = threading.Lock()
+        # a mapping's sync pass and its reconciliation never run at the same time
+        self._busy: dict[str, threading.Lock] = {n: threading.Lock() for n in runtime.compiled}
         self._sched: BackgroundScheduler | None = None
         self._done = threading.Event()  # run() ended: helper threads stop
         self._rows: dict[str, int] = {}
@@ -232,9 +234,33 @@ class Service:
 
     def _job(self, name: str) -> None:
         try:
-            self.run_pass(name)
+            with self._busy[name]:
+                self.run_pass(name)
         except Exception:  # a bug must not kill the job silently
             log.exception("%s: unexpected error in a pass; the next pass retries", name)
+
+    def _reconcile_job(self, name: str) -> None:
+        """Hard-delete reconciliation of one mapping, on its own schedule (reconcile_interval)."""
+        from connector.reconcile import log_result, reconcile_mapping
+
+        if self.rt.stop.is_set() or name not in self.caught_up:
+            return  # not before the mapping's first complete pass
+        try:
+            with self._busy[name]:
+                log_result(reconcile_mapping(self.rt, name))
+        except FatalError as exc:
+            self.fatal = exc
+            log.error("%s; the service stops (exit code %d).", exc, exc.exit_code)
+            self.rt.stop.set()
+        except Exception:
+            log.exception("%s: unexpected error in a reconciliation; the next one retries", name)
+
+    def _reconcile_names(self) -> list[str]:
+        return [
+            m.name
+            for m in self.rt.mappings
+            if m.enabled and m.kind == "resource" and m.resource.can_delete
+        ]
 
     def _wake_waiting(self) -> None:
         sched = self._sched
@@ -262,9 +288,35 @@ class Service:
 
     def start(self) -> BackgroundScheduler:
         sched = BackgroundScheduler(
-            timezone=UTC, executors={"default": JobPool(max_workers=max(1, len(self.mappings)))}
+            timezone=UTC,
+            executors={
+                "default": JobPool(max_workers=max(1, len(self.mappings))),
+                "reconcile": JobPool(max_workers=1),
+            },
         )
         now = datetime.now(UTC)
+        every = self.rt.config.sync.reconcile_interval
+        if every > 0:
+            from connector.reconcile import last_reconcile
+
+            for name in self._reconcile_names():
+                last = last_reconcile(self.rt, name)
+                first = now + timedelta(seconds=min(60.0, every))
+                if last is not None:
+                    first = max(first, last[0] + timedelta(seconds=every))
+                sched.add_job(
+                    self._reconcile_job,
+                    "interval",
+                    args=[name],
+                    seconds=every,
+                    next_run_time=first,
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=None,
+                    id=f"reconcile:{name}",
+                    name=f"reconcile {name}",
+                    executor="reconcile",
+                )
         for name in self.mappings:
             sched.add_job(
                 self._job,

@@ -301,8 +301,9 @@ class MappingSync:
                     self._deliver(rows, writer)
                 found = {key_json(row_key(r, self.mapping)) for r in rows}
                 gone = [key_json(k) for k in chunk if key_json(k) not in found]
-                if gone:  # the row no longer exists: nothing left to send
-                    self.store.commit_deleted(self.mapping.name, gone, None)
+                if gone:  # the row no longer exists: nothing left to send; if an earlier
+                    # version was accepted, the reconciliation deletes it on ShopiMind
+                    self.store.settle(self.mapping.name, gone)
         return counts
 
 

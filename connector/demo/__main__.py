@@ -62,6 +62,10 @@ poll_interval = "5s"
     return cfg
 
 
+def _summary(tables: dict[str, list[object]]) -> str:
+    return ", ".join(f"{t}: {len(ids)}" for t, ids in tables.items()) or "none"
+
+
 def _run(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -110,16 +114,20 @@ def main(argv: list[str] | None = None) -> int:
 
             time.sleep(1.1)  # the changes get a later timestamp than the first pass's upper bound
             changed = shop.mutate(engine, now=shop_now())
-            print(
-                "\n== changes made in the shop: "
-                + ", ".join(f"{t}: {len(ids)}" for t, ids in changed.items() if ids)
-            )
+            edits = {t: ids for t, ids in changed.items() if ids and not t.startswith("deleted:")}
+            gone = {t[8:]: ids for t, ids in changed.items() if ids and t.startswith("deleted:")}
+            print("\n== changes made in the shop: " + _summary(edits))
+            print("   rows deleted from the shop (hard deletes): " + _summary(gone))
             time.sleep(0.1)
-            code, out = _run("sync", "--config", str(cfg), "--log-level", "warning")
-            print("\n== second sync (only the changes): shopimind-connector sync")
-            print(out.rstrip())
-            if code != 0:
-                return code
+            for title, cmd in [
+                ("second sync (only the changes, soft deletes)", ["sync"]),
+                ("hard deletes", ["reconcile"]),
+            ]:
+                code, out = _run(*cmd, "--config", str(cfg), "--log-level", "warning")
+                print(f"\n== {title}: shopimind-connector {' '.join(cmd)}")
+                print(out.rstrip())
+                if code != 0:
+                    return code
             code, out = _run("status", "--config", str(cfg))
             print("\n== shopimind-connector status")
             print(out.rstrip())
@@ -127,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 "\nthe sandbox holds: "
                 + ", ".join(f"{k}={len(sb.records(k))}" for k in sorted(stats.get("records", {})))
+            )
+            deleted = stats.get("deleted", {})
+            print(
+                "deleted on the sandbox: "
+                + (", ".join(f"{k}={v}" for k, v in sorted(deleted.items())) or "nothing")
             )
     finally:
         engine.dispose()

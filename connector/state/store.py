@@ -205,17 +205,24 @@ class StateStore:
 
     def get_hashes(self, mapping: str, keys: Sequence[str]) -> dict[str, str]:
         """Hash of the last accepted payload of each key currently 'sent' (others omitted)."""
+        return {
+            k: h for k, (status, h) in self.get_records(mapping, keys).items()
+            if status == t.STATUS_SENT and h is not None
+        }
+
+    def get_records(self, mapping: str, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """(status, hash) of each known key; unknown keys are omitted."""
         ids = {t.key_id(k): k for k in keys}
-        found: dict[str, str] = {}
+        found: dict[str, tuple[str, str | None]] = {}
         r = t.records.c
         with self._read() as conn:
             for chunk in _chunks(list(ids)):
                 rows = conn.execute(
-                    sa.select(r.key_id, r.hash).where(
-                        r.mapping == mapping, r.status == t.STATUS_SENT, r.key_id.in_(chunk)
+                    sa.select(r.key_id, r.status, r.hash).where(
+                        r.mapping == mapping, r.key_id.in_(chunk)
                     )
                 )
-                found.update((ids[kid], h) for kid, h in rows if h is not None)
+                found.update((ids[kid], (status, h)) for kid, status, h in rows)
         return found
 
     def commit_batch(

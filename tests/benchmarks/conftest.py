@@ -84,7 +84,7 @@ def settings(pytestconfig: pytest.Config) -> Settings:
     servers = {b: os.environ[env] for b, env in SERVERS.items() if os.environ.get(env)}
     if quick:
         return Settings(True, False, 100_000, 10_000, 30_000, 25, 20, 10, 8, servers)
-    return Settings(False, False, 1_000_000, 100_000, 200_000, 75, 60, 20, 24, servers)
+    return Settings(False, False, 1_000_000, 100_000, 100_000, 75, 60, 20, 24, servers)
 
 
 class Shops:

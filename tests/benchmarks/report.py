@@ -238,9 +238,32 @@ def render(figures: list[Figure], machine_rows: list[tuple[str, str]], quick: bo
     return "\n".join(out) + "\n"
 
 
+CHANGES = """\
+## Connector changes made for these figures
+
+* `connector/source/query.py`: with `cursor_fallback` (the customers mapping) the effective
+  cursor `COALESCE(updated_at, created_at)` could use no index, so every page of a backfill and
+  every idle pass sorted the whole table. The page is now the first rows of two index-ordered
+  branches (rows with a cursor by the cursor; rows without one by the fallback, its NULL test
+  written so SQLite's planner walks the fallback's index) merged by a UNION ALL: same rows, same
+  order. The NULL-cursor sweep tests `cursor IS NULL AND fallback IS NULL` (index-usable).
+* `connector/source/reader.py`: rows are fetched with one `fetchall()` and zipped with the column
+  names (the same dicts as before, a repeated name keeps the last value) instead of per-row
+  `RowMapping` copies.
+* `connector/mapping/compile.py`, `convert.py`: a value made from one column with no conversions,
+  value map or default (most fields) runs a specialised function; the type conversion is chosen
+  once per field; shop-local timestamps are converted by the zone's offset and `isoformat`
+  instead of `replace`/`astimezone`/`strftime` (identical text, checked on 500,000 random values
+  in five zones); money constants built once; integer ids skip the generic string path; the
+  item's field order is computed once per mapping.
+* `connector/transform.py`: the canonical JSON encoder for the payload hash is built once (the
+  same text, so the same hashes as before); per-page child-link lookups are precomputed.
+"""
+
+
 def write(figures: list[Figure], machine_rows: list[tuple[str, str]], quick: bool) -> Path:
     path = CACHE / "BENCHMARKS-quick.md" if quick else REPO / "BENCHMARKS.md"
-    path.write_text(render(figures, machine_rows, quick), encoding="utf-8")
+    path.write_text(render(figures, machine_rows, quick) + "\n" + CHANGES, encoding="utf-8")
     return path
 
 

@@ -72,8 +72,8 @@ def _create_indexes(conn: sa.Connection) -> None:
     for table in shop.metadata().sorted_tables:
         for idx in table.indexes:
             idx.create(conn)
-    for table, col in EXTRA_INDEXES:
-        conn.exec_driver_sql(f"CREATE INDEX ix_bench_{table}_{col} ON {table} ({col})")
+    for name, col in EXTRA_INDEXES:
+        conn.exec_driver_sql(f"CREATE INDEX ix_bench_{name}_{col} ON {name} ({col})")
 
 
 def _meta_ok(engine: sa.Engine, size: int) -> bool:
