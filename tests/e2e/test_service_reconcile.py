@@ -43,6 +43,6 @@ def test_service_reconciles_hard_deletes_on_its_schedule(db_url: str, tmp_path: 
             assert victim not in env.sandbox.records("orders")
         finally:
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
+            _out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "orders: reconcile ok" in err and "deleted=1" in err
