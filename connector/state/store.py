@@ -206,7 +206,8 @@ class StateStore:
     def get_hashes(self, mapping: str, keys: Sequence[str]) -> dict[str, str]:
         """Hash of the last accepted payload of each key currently 'sent' (others omitted)."""
         return {
-            k: h for k, (status, h) in self.get_records(mapping, keys).items()
+            k: h
+            for k, (status, h) in self.get_records(mapping, keys).items()
             if status == t.STATUS_SENT and h is not None
         }
 
