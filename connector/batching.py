@@ -48,6 +48,7 @@ class Batch:
     deleted: list[str] = field(default_factory=list)
     counts: RunCounts = field(default_factory=RunCounts)
     error: Exception | None = None  # a delete failed after the upserts were accepted
+    announce: list[str] = field(default_factory=list)  # keys sent for the first time
 
     @property
     def empty(self) -> bool:
@@ -103,6 +104,8 @@ class PageWriter:
                     self.counts.unchanged += 1
                 else:
                     batch.sends.append(u)
+                    if u.key_text not in records:
+                        batch.announce.append(u.key_text)
             elif u.kind == "delete":
                 # deleted unless known as deleted already: a row accepted just before a crash
                 # (so not recorded) must not survive its soft delete; unknown ids are skipped by
@@ -155,6 +158,8 @@ class PageWriter:
     # --- sending (runs on the send pool) ---------------------------------------------------------
 
     def _deliver(self, batch: Batch) -> Batch:
+        if batch.announce:
+            self.store.announce(self.mapping.name, batch.announce)
         if batch.sends:
             self._send(batch)  # failing here: nothing of the batch was accepted
         if batch.deletes:

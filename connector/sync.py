@@ -104,6 +104,7 @@ class MappingSync:
         run_id = self.store.start_run(name)
         result = PassResult(name, "ok", counts)
         try:
+            self._mark_children()
             self._scan(counts)
             if not self.stop.is_set():
                 self._null_cursor_sweep(counts)
@@ -194,6 +195,23 @@ class MappingSync:
                 if len(rows) < self.page_size:
                     return
 
+    def _mark_children(self) -> None:
+        """Before the first parent scan ever: note where each child cursor stands. Every child
+        change after that moment is then re-checked by ``_child_changes``, even if the first
+        backfill is interrupted and resumed days later; changes before it are read with their
+        parent by the scan."""
+        for cname, child in self.mapping.children.items():
+            meta = CHILD_META.format(self.mapping.name, cname)
+            if child.cursor is None or self.store.get_meta(meta):
+                continue
+            sample = self.reader.sample_child_cursor(self.mapping, child)
+            mark: Any = None  # no child row yet: every future one counts
+            if sample is not None:
+                mark = q.upper_bound(self.reader.db_now_utc(), self.lag, sample, self.tz)
+                if mark is None:  # not a time: the newest value
+                    mark = self.reader.scalar(q.child_max_cursor_query(child), f"{child.path}")
+            self.store.set_meta(meta, Cursor(mark, ()).to_json())
+
     def _child_changes(self, counts: RunCounts) -> None:
         """Children with their own cursor: a changed child re-sends its parent (hash-checked)."""
         for cname, child in self.mapping.children.items():
@@ -205,14 +223,12 @@ class MappingSync:
                 continue
             upper = q.upper_bound(self.reader.db_now_utc(), self.lag, sample, self.tz)
             raw = self.store.get_meta(meta)
-            mark = Cursor.from_json(raw).value if raw else None
-            if mark is None:
-                # first sight: the parent scan just delivered every parent with its children
-                self.store.set_meta(
-                    meta, Cursor(upper if upper is not None else sample, ()).to_json()
-                )
+            if not raw:  # marked at the start of the first pass; absent only after an upgrade
                 continue
-            since = q.shift_back(mark, self.mapping.source.lookback, self.tz)
+            mark = Cursor.from_json(raw).value
+            since = (
+                None if mark is None else q.shift_back(mark, self.mapping.source.lookback, self.tz)
+            )
             after: tuple[Any, ...] | None = None
             newest = mark
             with drained(self._writer(counts, None, False)) as writer:

@@ -201,7 +201,7 @@ def changed_parents_query(
     assert child.cursor is not None
     rel = relation(child.table, child.query, [*child.child_columns, child.cursor])
     cur = rel.c[child.cursor]
-    conds = [cur > since]
+    conds = [cur > since] if since is not None else []
     if upper is not None:
         conds.append(cur <= upper)
     ccols = [rel.c[c] for c in child.child_columns]
@@ -217,6 +217,13 @@ def changed_parents_query(
     if after is not None:
         stmt = stmt.where(tuple_after([newest, *gcols], list(after)))
     return stmt.order_by(newest, *gcols).limit(limit)
+
+
+def child_max_cursor_query(child: ChildSpec) -> AnySelect:
+    """The newest value of a child collection's cursor column."""
+    assert child.cursor is not None
+    rel = relation(child.table, child.query, [child.cursor])
+    return sa.select(sa.func.max(rel.c[child.cursor])).select_from(rel)
 
 
 def rows_by_key_query(

@@ -267,6 +267,17 @@ class StateStore:
             if text is not None:
                 t.save_cursor(conn, mapping, text)
 
+    def announce(self, mapping: str, keys: Sequence[str]) -> None:
+        """Write-ahead before a batch is sent: keys not known yet are recorded as 'sent' without
+        a hash. If the process dies after ShopiMind accepted the batch but before its commit, the
+        reconciliation still knows the keys (and deletes the record if the row disappears),
+        while the missing hash makes the next pass send the row again. Known keys are untouched.
+        """
+        now = utc_now()
+        rows = [t.record_row(mapping, k, now, t.STATUS_SENT, None) for k in dict.fromkeys(keys)]
+        with self._tx() as conn:
+            t.upsert(conn, t.records, rows, ("mapping", "key_id"), ("mapping",))
+
     def settle(self, mapping: str, keys: Sequence[str]) -> None:
         """Resolve the open rejects of ``keys``: nothing is left to deliver (the rows were
         soft-deleted before ShopiMind ever accepted them)."""
@@ -403,6 +414,8 @@ class StateStore:
                 for m, s, n in conn.execute(
                     sa.select(rc.mapping, rc.status, sa.func.count())
                     .where(rc.mapping.in_(names))
+                    # a 'sent' record without hash is only announced (see ``announce``)
+                    .where(sa.or_(rc.status != t.STATUS_SENT, rc.hash.is_not(None)))
                     .group_by(rc.mapping, rc.status)
                 )
             }
