@@ -144,7 +144,10 @@ class Env:
     def wait_idle(self, timeout: float = 60) -> int:
         """Wait until a running service settles: every mapping had a successful pass that started
         after the last request the sandbox saw and sent nothing, and no row is behind its
-        cursor. Returns how many requests the sandbox has seen; fails after ``timeout``."""
+        cursor. Returns how many requests the sandbox has seen; fails after ``timeout``.
+
+        Call it once the last write is older than the database clock minus ``safety_lag``: a
+        pass does not read newer rows yet, and ``rows_behind`` does not count them."""
         deadline = time.monotonic() + timeout
         mark, seen = datetime.now(UTC), len(self.sandbox.requests)
         while time.monotonic() < deadline:

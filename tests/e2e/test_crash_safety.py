@@ -61,13 +61,6 @@ def test_kill_while_the_api_answer_is_in_flight(env: Env) -> None:
     assert all(n == 1 for k, n in counts.items() if k not in in_flight), counts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync.py _child_changes: on first sight of a child cursor it saves the current upper "
-    "bound and reads nothing, so child-only changes made after an interrupted first pass "
-    "delivered their parent, and older than the lookback when the first full pass ends, are "
-    "never sent (see the report of issue 4)",
-)
 def test_child_change_after_an_interrupted_first_pass(env: Env) -> None:
     """The service's first pass is stopped (SIGTERM) while orders are being delivered. An order
     line of a delivered order then changes (the order row itself does not). However long the
@@ -102,12 +95,6 @@ def test_child_change_after_an_interrupted_first_pass(env: Env) -> None:
     assert sb.records("orders") == env.expected("orders")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batching.py PageWriter.write: a deleted row is sent as a delete only if the state "
-    "knows its key as sent; a batch accepted by ShopiMind but not committed (SIGKILL) leaves the "
-    "key unknown, so a soft delete before the next pass is never sent (see the report of issue 4)",
-)
 def test_soft_delete_after_a_kill_before_the_commit(env: Env) -> None:
     """Customers are stored by ShopiMind, the connector is killed before committing them, and
     one of them is soft-deleted while it is down: the delete must still reach ShopiMind."""
@@ -138,4 +125,38 @@ def test_soft_delete_after_a_kill_before_the_commit(env: Env) -> None:
     finally:
         svc.kill()
     assert victim not in env.expected("customers")
+    assert env.sandbox.records("customers") == env.expected("customers")
+
+
+def test_hard_delete_after_a_kill_before_the_commit(env: Env) -> None:
+    """Like the soft delete above, but the row is deleted outright: ``reconcile`` must remove
+    it from ShopiMind."""
+    env.use_mappings(["customers"])
+    env.write_config(sync={"poll_interval": "0.3s"})
+    env.execute(
+        "INSERT INTO customers (id, email, first_name, last_name, newsletter, optin, lang, "
+        "active, group_id, created_at, updated_at) VALUES (9100, 'gone@example.com', 'Soon', "
+        "'Gone', 0, 'N', 'fr', 1, 1, :now, :now)",
+        now=shop_now(),
+    )
+    store = env.sandbox.context.store
+    expected = env.expected("customers")
+    env.sandbox.inject_delay(2.0)
+    svc = ServiceProcess(env)
+    svc.start()
+    try:
+        wait_for(lambda: len(store.send_counts("customers")) >= len(expected), 30, "all stored")
+        svc.kill()
+        env.sandbox.clear_faults()
+        with env.state() as st:
+            assert "[9100]" not in st.get_hashes("customers", ["[9100]"]), "committed already"
+        env.execute("DELETE FROM customers WHERE id = 9100")
+        svc.start()
+        env.wait_idle(timeout=60)
+        assert svc.stop() == 0, svc.output()
+    finally:
+        svc.kill()
+    res = env.cli("reconcile")
+    assert res.code == 0, res.text
+    assert "9100" not in env.sandbox.records("customers")
     assert env.sandbox.records("customers") == env.expected("customers")
