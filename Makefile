@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: venv demo test lint typecheck unit bench clean
+.PHONY: venv demo test lint typecheck unit soak bench clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+## make soak: the long soak variants of the change-capture tests (not part of make test)
+soak: $(STAMP)
+	$(PY) -m pytest -q --soak -m slow tests/e2e $(PYTEST_ARGS)
 
 ## make bench: benchmark suite (not part of make test); writes BENCHMARKS.md. Uses PostgreSQL and
 ## MariaDB when SHOPIMIND_TEST_POSTGRES_URL / SHOPIMIND_TEST_MYSQL_URL are set; BENCH_ARGS=--quick

@@ -22,12 +22,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak variants (marked ``slow``) are not collected unless ``--soak`` is given: they are a
+    separate, longer run (``make soak``), not skipped tests."""
     if config.getoption("--soak"):
         return
-    skip = pytest.mark.skip(reason="soak variant: run with --soak")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 def configured_backends() -> list[str]:
