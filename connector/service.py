@@ -342,7 +342,7 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         }
         log.info(
-            "service started: %d mapping(s) every %.0fs: %s",
+            "service started: %d mapping(s) every %gs: %s",
             len(self.mappings),
             self.interval,
             ", ".join(self.mappings),

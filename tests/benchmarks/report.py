@@ -38,6 +38,22 @@ class Row:
     target: str = ""
     met: bool | None = None
     note: str = ""
+    goal: float | None = None  # the target as a number, to say by how much it is missed
+    on_ratio: bool = False  # the goal applies to the ratio, not the value
+    lower: bool = False  # lower is better
+
+    def shortfall(self) -> str:
+        """By how much a missed target is missed ('' when met or not numeric)."""
+        if self.met is not False or self.goal is None:
+            return ""
+        actual = self.ratio if self.on_ratio else self.value
+        if actual is None:
+            return ""
+        if self.goal == 0:
+            return f"{actual:g} instead of 0"
+        if self.lower:
+            return f"{(actual / self.goal - 1) * 100:.0f}% over"
+        return f"{(1 - actual / self.goal) * 100:.0f}% short"
 
 
 @dataclass
@@ -198,8 +214,10 @@ def render(figures: list[Figure], machine_rows: list[tuple[str, str]], quick: bo
         "",
         "## Summary",
         "",
-        "| figure | measured | reference | ratio | target | met |",
-        "|---|---|---|---|---|---|",
+        "A missed target's reason is in the notes of its figure below.",
+        "",
+        "| figure | measured | reference | ratio | target | met | missed by |",
+        "|---|---|---|---|---|---|---|",
     ]
     for fig in figures:
         for r in fig.rows:
@@ -209,7 +227,8 @@ def render(figures: list[Figure], machine_rows: list[tuple[str, str]], quick: bo
             ref = f"{_num(r.reference, r.unit)} ({r.reference_what})" if r.reference else "-"
             out.append(
                 f"| {fig.key}: {r.what} | {_num(r.value, r.unit)} | {ref} | "
-                f"{_num(r.ratio) if r.ratio is not None else '-'} | {r.target} | {met} |"
+                f"{_num(r.ratio) if r.ratio is not None else '-'} | {r.target} | {met} | "
+                f"{r.shortfall()} |"
             )
     for fig in figures:
         out += ["", f"## {fig.key}: {fig.title}", "", fig.how, ""]
@@ -218,7 +237,7 @@ def render(figures: list[Figure], machine_rows: list[tuple[str, str]], quick: bo
             "|---|---|---|---|---|---|---|",
         ]
         for r in fig.rows:
-            met = "yes" if r.met else ("**no**" if r.met is False else "")
+            met = "yes" if r.met else (f"**no** ({r.shortfall()})" if r.met is False else "")
             ref = f"{_num(r.reference, r.unit)} ({r.reference_what})" if r.reference else ""
             ratio = _num(r.ratio) if r.ratio is not None else ""
             out.append(

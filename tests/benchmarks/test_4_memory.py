@@ -83,6 +83,9 @@ def test_memory(settings: Settings, shops: Shops, record: Recorder, tmp_path: Pa
                 f"{settings.small:,} rows",
                 target="<= 200 MB and ratio <= 1.10",
                 met=big["peak_mb"] <= 200 and big["peak_mb"] / small["peak_mb"] <= 1.10,
+                goal=1.10,
+                on_ratio=True,
+                lower=True,
                 note=f"{big['base_mb']:.0f} MB before the job; {big['rows']:,} rows in "
                 f"{big['seconds']:.0f} s ({big['rows'] / big['seconds']:,.0f}/s)",
             )
