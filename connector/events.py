@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -43,11 +42,11 @@ import sqlalchemy as sa
 from connector.batching import Position, position_after
 from connector.customdata import CustomDataSync, DefinitionConflictError
 from connector.destination.firing import Firer, Outcome, idempotency_key, strip_nulls
-from connector.errors import AuthError, ConnectorError, DeliveryError, SchemaMismatchError
+from connector.errors import DeliveryError, SchemaMismatchError
 from connector.mapping.compile import CompiledMapping, MissingColumn
 from connector.source import query as q
 from connector.state.model import Accepted, Cursor, Reject, RunCounts, key_json
-from connector.sync import FORCE_META, MappingSync, PassResult
+from connector.sync import FORCE_META, MappingSync
 from connector.transform import payload_hash, row_key
 
 if TYPE_CHECKING:
@@ -96,29 +95,13 @@ class EventSync(MappingSync):
         self._saved: Position | None = None
         self._refused: dict[str, Any] = {}  # key → payload of its open reject, this pass
 
-    def run_pass(self) -> PassResult:
-        name = self.mapping.name
-        started = time.monotonic()
-        counts = RunCounts()
-        run_id = self.store.start_run(name)
-        result = PassResult(name, "ok", counts)
-        try:
-            self._provision()
-            self._refused = self._open_rejects()
-            self._settle_inflight(counts)
-            self._scan_events(counts)
-            if self.stop.is_set():
-                result.outcome = "interrupted"
-                result.message = "stopped; every fired row is recorded"
-        except AuthError:
-            self.store.finish_run(run_id, counts, "failed", "API key rejected (401/403)")
-            raise
-        except ConnectorError as exc:
-            result.outcome, result.message = "failed", str(exc)
-        result.seconds = time.monotonic() - started
-        result.cursor = self.store.get_cursor(name)
-        self.store.finish_run(run_id, counts, result.outcome, result.message)
-        return result
+    interrupted = "stopped; every fired row is recorded"
+
+    def _work(self, counts: RunCounts) -> None:
+        self._provision()
+        self._refused = self._open_rejects()
+        self._settle_inflight(counts)
+        self._scan_events(counts)
 
     # --- provisioning and recovery ---------------------------------------------------------------
 

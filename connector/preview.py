@@ -6,8 +6,8 @@ import json
 import sys
 
 from connector.config import Config
-from connector.errors import MappingError, Problem
-from connector.mapping import CompiledMapping, load_mappings
+from connector.mapping import CompiledMapping
+from connector.mapping.load import mapping_named
 from connector.runtime import load_state
 from connector.source import query as q
 from connector.source.reader import ShopReader
@@ -15,18 +15,7 @@ from connector.transform import group_children, parent_link, transform_page
 
 
 def preview(cfg: Config, name: str, limit: int) -> int:
-    mappings = {m.name: m for m in load_mappings(cfg.mappings_path)}
-    if name not in mappings:
-        raise MappingError(
-            [
-                Problem(
-                    str(cfg.mappings_path),
-                    "",
-                    f"no mapping named {name!r}; known: {', '.join(sorted(mappings))}",
-                )
-            ]
-        )
-    mapping = mappings[name]
+    mapping = mapping_named(cfg.mappings_path, name)
     compiled = CompiledMapping(mapping, cfg.shop_tz, cfg.shopimind.id_data_source)
     with load_state(cfg) as store, ShopReader(cfg.source_url()) as reader:
         saved = store.get_cursor(name)

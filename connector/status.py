@@ -7,8 +7,9 @@ from typing import Any
 
 from connector import timeutil
 from connector.config import Config
-from connector.errors import ConnectorError, MappingError, Problem
+from connector.errors import ConnectorError
 from connector.mapping import Mapping, load_mappings
+from connector.mapping.load import mapping_named
 from connector.reconcile import META, parse_meta
 from connector.runtime import load_state
 from connector.source import query as q
@@ -140,18 +141,7 @@ def format_status(rows: list[dict[str, Any]]) -> str:
 def reset(cfg: Config, name: str, to: str | None) -> str:
     """Move the cursor back to ``to`` (shop-local time) or to the start, and force a re-send of
     every row from there up to now, even rows whose content did not change."""
-    mappings = {m.name: m for m in load_mappings(cfg.mappings_path)}
-    if name not in mappings:
-        raise MappingError(
-            [
-                Problem(
-                    str(cfg.mappings_path),
-                    "",
-                    f"no mapping named {name!r}; known: {', '.join(sorted(mappings))}",
-                )
-            ]
-        )
-    m = mappings[name]
+    m = mapping_named(cfg.mappings_path, name)
     with ShopReader(cfg.source_url(), connect_timeout=cfg.source.connect_timeout) as reader:
         sample = reader.sample_cursor(m)
         now = reader.db_now_utc()

@@ -104,32 +104,36 @@ class MappingSync:
         run_id = self.store.start_run(name)
         result = PassResult(name, "ok", counts)
         try:
-            self._mark_children()
-            self._scan(counts)
-            if not self.stop.is_set():
-                self._null_cursor_sweep(counts)
-            if not self.stop.is_set():
-                self._child_changes(counts)
-            if not self.stop.is_set():
-                self._retry_api_rejects(counts)
+            self._work(counts)
             if self.stop.is_set():
                 result.outcome = "interrupted"
-                result.message = "stopped; the cursor is saved after the last accepted batch"
+                result.message = self.interrupted
         except AuthError:
             self.store.finish_run(run_id, counts, "failed", "API key rejected (401/403)")
             raise
         except ConnectorError as exc:
             if self.stop.is_set():  # stopping: what was not sent is simply not sent yet
                 result.outcome = "interrupted"
-                result.message = (
-                    f"stopped; the cursor is saved after the last accepted batch ({exc})"
-                )
+                result.message = f"{self.interrupted} ({exc})"
             else:
                 result.outcome, result.message = "failed", str(exc)
         result.seconds = time.monotonic() - started
         result.cursor = self.store.get_cursor(name)
         self.store.finish_run(run_id, counts, result.outcome, result.message)
         return result
+
+    interrupted = "stopped; the cursor is saved after the last accepted batch"
+
+    def _work(self, counts: RunCounts) -> None:
+        """The phases of a pass; each one returns early once ``stop`` is set."""
+        self._mark_children()
+        self._scan(counts)
+        if not self.stop.is_set():
+            self._null_cursor_sweep(counts)
+        if not self.stop.is_set():
+            self._child_changes(counts)
+        if not self.stop.is_set():
+            self._retry_api_rejects(counts)
 
     def _writer(self, counts: RunCounts, saved: Position | None, move_cursor: bool) -> PageWriter:
         return PageWriter(

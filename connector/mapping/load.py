@@ -87,6 +87,18 @@ def load_mappings(directory: Path, only: list[str] | None = None) -> list[Mappin
     return sorted(mappings, key=lambda m: (m.resource.rank, m.name))
 
 
+def mapping_named(directory: Path, name: str) -> Mapping:
+    """The mapping ``name`` of the folder (all files validated), or a MappingError naming the
+    ones that exist."""
+    mappings = {m.name: m for m in load_mappings(directory)}
+    if name not in mappings:
+        known = ", ".join(sorted(mappings))
+        raise MappingError(
+            [Problem(str(directory), "", f"no mapping named {name!r}; known: {known}")]
+        )
+    return mappings[name]
+
+
 def load_mapping_file(path: Path) -> Mapping:
     ctx = _Ctx(path.name)
     try:
