@@ -88,6 +88,8 @@ class PageWriter:
         self.max_in_flight = max_in_flight
         self._pending: deque[tuple[Batch, Future[Batch]]] = deque()
         self._failed: BaseException | None = None
+        self._broken = False  # a failure was raised: nothing more is sent
+        self._open = Batch()
 
     # --- building batches ------------------------------------------------------------------------
 
@@ -95,7 +97,7 @@ class PageWriter:
         res = self.mapping.resource
         records = self.store.get_records(self.mapping.name, [u.key_text for u in units])
         known = {k: h for k, (status, h) in records.items() if status == "sent"}
-        batch = Batch()
+        batch = self._open  # a batch is filled across pages: full batches, not page remainders
         for u, row in zip(units, rows, strict=True):
             if self.stop.is_set() or self._failed is not None:
                 break  # what is pending is still delivered and committed by finish()
@@ -130,8 +132,7 @@ class PageWriter:
             if len(batch.sends) >= res.batch_limit or len(batch.deletes) >= res.delete_limit:
                 self._submit(batch)
                 batch = Batch()
-        if not batch.empty:
-            self._submit(batch)
+        self._open = batch
         self._raise_if_failed()
 
     def _submit(self, batch: Batch) -> None:
@@ -139,7 +140,7 @@ class PageWriter:
             done: Future[Batch] = Future()
             done.set_result(batch)
             self._pending.append((batch, done))
-        elif self.pool is None or self.max_in_flight <= 1:
+        elif self.pool is None or self._target() <= 1:
             fut: Future[Batch] = Future()
             try:
                 fut.set_result(self._deliver(batch))
@@ -147,10 +148,15 @@ class PageWriter:
                 fut.set_exception(exc)
             self._pending.append((batch, fut))
         else:
-            while self._in_flight() >= self.max_in_flight:
+            while self._in_flight() >= self._target():
                 self._commit_head(block=True)
             self._pending.append((batch, self.pool.submit(self._deliver, batch)))
         self._commit_ready()
+
+    def _target(self) -> int:
+        """Requests to keep in flight, from the budget and the answer time seen so far (the
+        first answers of a pass teach it the latency)."""
+        return self.client.in_flight_target(self.max_in_flight)
 
     def _in_flight(self) -> int:
         return sum(1 for _, f in self._pending if not f.done())
@@ -270,7 +276,11 @@ class PageWriter:
         c.rejected += len(rejects)
 
     def finish(self) -> None:
-        """Wait for every batch in flight and commit in order; then raise the first failure."""
+        """Send the last, partly filled batch (unless stopping or after a failure), wait for
+        every batch in flight and commit in order; then raise the first failure."""
+        if not (self._broken or self.stop.is_set() or self._open.empty):
+            self._submit(self._open)
+        self._open = Batch()
         while self._pending:
             self._commit_head(block=True)
         self._raise_if_failed()
@@ -285,6 +295,7 @@ class PageWriter:
     def _raise_if_failed(self) -> None:
         if self._failed is not None:
             exc, self._failed = self._failed, None
+            self._broken = True
             # drain the rest so accepted batches record their hashes (without moving the cursor)
             while self._pending:
                 _batch, fut = self._pending.popleft()

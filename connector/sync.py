@@ -146,7 +146,7 @@ class MappingSync:
             move_cursor=move_cursor,
             forced=self._forced,
             pool=self.pool,
-            max_in_flight=self.client.in_flight_target(self.max_in_flight),
+            max_in_flight=self.max_in_flight,
         )
 
     def _scan(self, counts: RunCounts) -> None:
