@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,19 @@ class Batch:
     deleted: list[str] = field(default_factory=list)
     counts: RunCounts = field(default_factory=RunCounts)
     error: Exception | None = None  # a delete failed after the upserts were accepted
-    announce: list[str] = field(default_factory=list)  # keys sent for the first time
+
+    def merge(self, later: Batch) -> Batch:
+        """Two consecutive, delivered batches as one commit."""
+        out = Batch(
+            rejects=[*self.rejects, *later.rejects],
+            settled=[*self.settled, *later.settled],
+            last=later.last if later.last is not None else self.last,
+            accepted=[*self.accepted, *later.accepted],
+            deleted=[*self.deleted, *later.deleted],
+        )
+        for name in ("requests", "items_sent", "accepted", "deleted"):
+            setattr(out.counts, name, getattr(self.counts, name) + getattr(later.counts, name))
+        return out
 
     @property
     def empty(self) -> bool:
@@ -74,6 +86,7 @@ class PageWriter:
         forced: Callable[[Unit], bool] = lambda u: False,
         pool: Executor | None = None,
         max_in_flight: int = 1,
+        open_rejects: bool = True,
     ) -> None:
         self.compiled = compiled
         self.mapping = compiled.mapping
@@ -86,6 +99,7 @@ class PageWriter:
         self.forced = forced
         self.pool = pool
         self.max_in_flight = max_in_flight
+        self.open_rejects = open_rejects  # False: no accepted key can have an open reject
         self._pending: deque[tuple[Batch, Future[Batch]]] = deque()
         self._failed: BaseException | None = None
         self._broken = False  # a failure was raised: nothing more is sent
@@ -97,6 +111,12 @@ class PageWriter:
         res = self.mapping.resource
         records = self.store.get_records(self.mapping.name, [u.key_text for u in units])
         known = {k: h for k, (status, h) in records.items() if status == "sent"}
+        # write-ahead, once a page: keys about to be sent for the first time are recorded before
+        # any request, so a crash after ShopiMind accepted them cannot hide them from the
+        # reconciliation of hard deletes (see StateStore.announce)
+        new = [u.key_text for u in units if u.kind == "send" and u.key_text not in records]
+        if new:
+            self.store.announce(self.mapping.name, new)
         batch = self._open  # a batch is filled across pages: full batches, not page remainders
         for u, row in zip(units, rows, strict=True):
             if self.stop.is_set() or self._failed is not None:
@@ -106,8 +126,6 @@ class PageWriter:
                     self.counts.unchanged += 1
                 else:
                     batch.sends.append(u)
-                    if u.key_text not in records:
-                        batch.announce.append(u.key_text)
             elif u.kind == "delete":
                 # deleted unless known as deleted already: a row accepted just before a crash
                 # (so not recorded) must not survive its soft delete; unknown ids are skipped by
@@ -164,8 +182,6 @@ class PageWriter:
     # --- sending (runs on the send pool) ---------------------------------------------------------
 
     def _deliver(self, batch: Batch) -> Batch:
-        if batch.announce:
-            self.store.announce(self.mapping.name, batch.announce)
         if batch.sends:
             self._send(batch)  # failing here: nothing of the batch was accepted
         if batch.deletes:
@@ -234,24 +250,41 @@ class PageWriter:
     # --- committing, in order ---------------------------------------------------------------------
 
     def _commit_ready(self) -> None:
+        """Commit every finished batch at the head of the queue; consecutive accepted batches
+        go in one state transaction (the cursor of the last one)."""
+        group: list[Batch] = []
         while self._pending and self._pending[0][1].done():
-            self._commit_head(block=False)
+            _batch, fut = self._pending.popleft()
+            try:
+                done = fut.result()
+            except BaseException as exc:
+                self._flush_group(group)
+                if self._failed is None:
+                    self._failed = exc
+                continue
+            if done.error is not None:
+                self._flush_group([*group, done])
+                group = []
+                if self._failed is None:
+                    self._failed = done.error
+                continue
+            group.append(done)
+        self._flush_group(group)
+
+    def _flush_group(self, group: list[Batch]) -> None:
+        if not group:
+            return
+        merged = group[0]
+        for b in group[1:]:
+            merged = merged.merge(b)
+        self._commit(merged, move_cursor=self._failed is None)
+        group.clear()
 
     def _commit_head(self, *, block: bool) -> None:
-        _batch, fut = self._pending[0]
-        try:
-            done = fut.result() if block or fut.done() else None
-        except BaseException as exc:
-            self._pending.popleft()
-            if self._failed is None:
-                self._failed = exc
-            return
-        if done is None:
-            return
-        self._pending.popleft()
-        if done.error is not None and self._failed is None:
-            self._failed = done.error
-        self._commit(done, move_cursor=self._failed is None)
+        """Wait for the oldest batch (when ``block``), then commit what is ready."""
+        if block and self._pending:
+            wait([self._pending[0][1]])
+        self._commit_ready()
 
     def _commit(self, batch: Batch, *, move_cursor: bool) -> None:
         cursor = None
@@ -266,8 +299,13 @@ class PageWriter:
         if batch.settled:
             self.store.settle(self.mapping.name, batch.settled)
         self.store.commit_batch(
-            self.mapping.name, accepted=batch.accepted, rejects=rejects, cursor=cursor
+            self.mapping.name,
+            accepted=batch.accepted,
+            rejects=rejects,
+            cursor=cursor,
+            resolve=self.open_rejects,
         )
+        self.open_rejects = self.open_rejects or bool(rejects)
         c, b = self.counts, batch.counts
         c.requests += b.requests
         c.items_sent += b.items_sent

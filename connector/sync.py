@@ -94,6 +94,7 @@ class MappingSync:
         self.pool = pool
         self.max_in_flight = max_in_flight
         self._force_until: Any = None
+        self._any_rejects = True  # until counted at the start of a pass
 
     # --- a pass ----------------------------------------------------------------------------------
 
@@ -126,6 +127,7 @@ class MappingSync:
 
     def _work(self, counts: RunCounts) -> None:
         """The phases of a pass; each one returns early once ``stop`` is set."""
+        self._any_rejects = self.store.count_rejects(self.mapping.name) > 0
         self._mark_children()
         self._scan(counts)
         if not self.stop.is_set():
@@ -147,6 +149,7 @@ class MappingSync:
             forced=self._forced,
             pool=self.pool,
             max_in_flight=self.max_in_flight,
+            open_rejects=self._any_rejects,
         )
 
     def _scan(self, counts: RunCounts) -> None:

@@ -233,8 +233,12 @@ class StateStore:
         accepted: Sequence[Accepted],
         rejects: Sequence[Reject],
         cursor: Cursor | None,
+        resolve: bool = True,
     ) -> None:
-        """Record one delivered batch in a single transaction: all of it or nothing."""
+        """Record one delivered batch in a single transaction: all of it or nothing.
+
+        ``resolve=False`` skips closing open rejects of the accepted keys (the caller knows the
+        mapping has none)."""
         hashes = {a.key: a.hash for a in accepted}  # the last of duplicate keys wins
         for key, digest in hashes.items():
             if len(digest) > 64:
@@ -250,7 +254,8 @@ class StateStore:
         ]
         with self._tx() as conn:
             t.mark_records(conn, records, ("hash", "status", "updated_at", "long_key"))
-            t.resolve_rejects(conn, mapping, hashes, now)
+            if resolve:
+                t.resolve_rejects(conn, mapping, hashes, now)
             t.store_rejects(conn, mapping, list(latest.values()), now)
             if text is not None:
                 t.save_cursor(conn, mapping, text)

@@ -72,10 +72,14 @@ class SpyStore(StateStore):
         super().__init__(url)
         self.cursors: list[Any] = []
 
-    def commit_batch(self, mapping: str, *, accepted: Any, rejects: Any, cursor: Any) -> None:
+    def commit_batch(
+        self, mapping: str, *, accepted: Any, rejects: Any, cursor: Any, resolve: bool = True
+    ) -> None:
         if cursor is not None:
             self.cursors.append(cursor.value)
-        super().commit_batch(mapping, accepted=accepted, rejects=rejects, cursor=cursor)
+        super().commit_batch(
+            mapping, accepted=accepted, rejects=rejects, cursor=cursor, resolve=resolve
+        )
 
 
 @pytest.fixture
