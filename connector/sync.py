@@ -299,6 +299,8 @@ class MappingSync:
     def _retry_api_rejects(self, counts: RunCounts) -> None:
         """Items the API rejected are tried again on the next passes (a few times): a rejection
         can be an ordering effect (a variation sent before its product) that fixes itself."""
+        if not self._any_rejects:  # none were open when the pass started
+            return
         rejects = self.store.list_rejects(self.mapping.name, limit=self.page_size)
         keys = [
             key_from_json(r.key)
