@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -205,24 +206,37 @@ class Stages:
     """Wall time spent in the stages of a pass, on the thread running it: shop reads, mapping
     (transform), state lookups and commits. Patches the runtime's objects; ``restore`` undoes."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, send_threads: Sequence[str] = ()) -> None:
+        """``send_threads``: state store methods run on the send threads, timed apart (in
+        ``self.send``), when the store has them."""
         self.seconds: dict[str, float] = {}
+        self.send: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
         self._undo: list[tuple[Any, str, Any]] = []
+        for name in send_threads:
+            if hasattr(rt.store, name):
+                self._patch(rt.store, name, name, self.send)
         self._patch(rt.reader, "fetch", "read (shop queries)")
         self._patch(sync_module, "transform_page", "map (transform_page)")
-        self._patch(rt.store, "get_hashes", "state: hash lookups")
+        lookup = "get_records" if hasattr(rt.store, "get_records") else "get_hashes"
+        self._patch(rt.store, lookup, "state: hash lookups")
         self._patch(rt.store, "commit_batch", "state: batch commits")
 
-    def _patch(self, obj: Any, name: str, label: str) -> None:
+    def _patch(self, obj: Any, name: str, label: str, into: dict[str, float] | None = None) -> None:
         fn = getattr(obj, name)
-        self.seconds[label] = 0.0
+        box = self.seconds if into is None else into
+        box[label] = 0.0
+        self.calls[label] = 0
+        lock = threading.Lock()
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds[label] += time.perf_counter() - started
+                with lock:
+                    box[label] += time.perf_counter() - started
+                    self.calls[label] += 1
 
         self._undo.append((obj, name, obj.__dict__.get(name) if hasattr(obj, "__dict__") else None))
         setattr(obj, name, timed)

@@ -13,6 +13,7 @@ the same data, nothing changing: its process CPU time (``/proc/<pid>/stat``) ove
 from __future__ import annotations
 
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ from connector.source import query as q
 from connector.state import tables
 from tests.benchmarks.common import (
     KEY,
+    MAPPINGS,
     REPO,
     TWELVE,
     config_dict,
@@ -134,17 +136,36 @@ def test_idle_cost(settings: Settings, shops: Shops, record: Recorder, tmp_path:
             )
     _service(settings, shops, fig, tmp_path)
     slow = [r for r in fig.rows if r.what.startswith("idle pass") and r.value > 10]
-    if slow:
+    expr = [r for r in slow if r.what.split(", ")[1].split(" on ")[0] in _expression_cursors()]
+    if expr:
         fig.notes.append(
-            "Idle passes over 10 ms: "
-            + ", ".join(f"{r.what.split(', ')[1]} {r.value:.0f} ms" for r in slow)
-            + ". A mapping whose cursor is an expression (the example products, variations, "
-            "categories, groups and statuses mappings use CASE WHEN t.updated_at > p.updated_at "
-            "... as sync_updated_at) cannot use any index: every pass scans and sorts its whole "
-            "query. Such a mapping should use an indexed column as its cursor and capture the "
-            "other table's changes as a child with its own cursor."
+            "Idle passes of mappings whose cursor is an expression: "
+            + ", ".join(f"{r.what.split(', ')[1]} {r.value:.0f} ms" for r in expr)
+            + ". Their cursor (CASE WHEN t.updated_at > p.updated_at ... AS sync_updated_at in "
+            "the example mappings) cannot use any index, so every pass scans and sorts the "
+            "whole query. Such a mapping should take an indexed column as its cursor and "
+            "capture the other table's changes as a child with its own cursor."
+        )
+    other = [r for r in slow if r not in expr]
+    if other:
+        fig.notes.append(
+            "Other idle passes over 10 ms: "
+            + ", ".join(f"{r.what.split(', ')[1]} {r.value:.1f} ms" for r in other)
+            + " (fixed per-pass statements, see the counts; "
+            "the target applies to PostgreSQL)."
         )
     record(fig)
+
+
+def _expression_cursors() -> set[str]:
+    """Example mappings whose cursor column is computed by a CASE expression in their query."""
+    out = set()
+    for name in TWELVE:
+        text = (MAPPINGS / f"{name}.toml").read_text()
+        found = re.search(r'^cursor\s*=\s*"([^"]+)"', text, re.M)
+        if found and re.search(rf"CASE\b.*?\bAS\s+{found.group(1)}\b", text, re.S | re.I):
+            out.add(name)
+    return out
 
 
 def _runs(state_url: str) -> int:

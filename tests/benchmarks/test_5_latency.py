@@ -83,7 +83,7 @@ def test_latency_during_backfill(
                 now = time.monotonic()
                 if made < n and now >= next_at:
                     ident = str(1 + made)
-                    name = f"Maker {ident} v{rng.randrange(10**9)}"
+                    name = f"Maker {ident} {time.time_ns()}"  # new to the sandbox
                     with engine.begin() as conn:
                         conn.execute(
                             sa.text(
