@@ -108,6 +108,8 @@ class ApiClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
+            # keep as many connections alive as requests may be in flight (default: 20)
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
         self.base_url = base_url.rstrip("/")
         self.latency = 0.0  # moving average of answer times, seconds (sizes the send pipeline)
