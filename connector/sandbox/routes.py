@@ -71,6 +71,13 @@ class Context:
     limiter: RateLimiter
     custom: CustomState = field(default_factory=CustomState)  # definitions, records, events
 
+    def reset(self) -> None:
+        """Forget records, deletions, the request log, faults and rate-limit windows."""
+        self.store.reset()
+        self.custom.reset()
+        self.faults.clear()
+        self.limiter.reset()
+
 
 @dataclass
 class Request:
@@ -358,10 +365,7 @@ def ctl_faults(req: Request) -> Reply:
 
 
 def ctl_reset(req: Request) -> Reply:
-    req.ctx.store.reset()
-    req.ctx.custom.reset()
-    req.ctx.faults.clear()
-    req.ctx.limiter.reset()
+    req.ctx.reset()
     return Reply(200, {"ok": True})
 
 

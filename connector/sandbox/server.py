@@ -375,10 +375,7 @@ class Sandbox:
 
     def reset(self) -> None:
         """Forget records, deletions, the request log, faults and rate-limit windows."""
-        self.context.store.reset()
-        self.context.custom.reset()
-        self.context.faults.clear()
-        self.context.limiter.reset()
+        self.context.reset()
 
 
 def _check_name(name: str) -> None:
