@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from connector import registry
 from connector.sandbox import Sandbox
+from connector.sandbox.store import Store, id_text
 
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"
@@ -326,6 +329,50 @@ def test_nested_variation_delete_spans_languages_of_one_product(
     assert r.status_code == 200
     assert set(sb.records("products_variations")) == {"43|3|fr"}
     assert sb.deleted("products_variations") == {"42|3"}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_bulk_delete_by_index_removes_what_a_scan_would(seed: int) -> None:
+    """The store finds a bulk delete's records through its id index: random upserts, updates,
+    deletes (with and without a parent) and resets leave the same records as a full scan."""
+    rng = random.Random(seed)
+    store = Store()
+    res = {n: registry.RESOURCES[n] for n in ("products", "customers_addresses", "customers")}
+
+    def scan(name: str, ids: set[str], parent: dict[str, str]) -> set[str]:
+        field_ = res[name].delete_id_field
+        assert field_ is not None
+        return {
+            k
+            for k, item in store.records(name).items()
+            if id_text(item.get(field_)) in ids
+            and all(id_text(item.get(f)) == v for f, v in parent.items())
+        }
+
+    for step in range(600):
+        name = rng.choice(list(res))
+        n = rng.randint(1, 12)
+        if step % 250 == 249:
+            store.reset()
+        elif rng.random() < 0.6:
+            if name == "products":
+                items = [product(n, rng.choice(["fr", "en"]))]
+            elif name == "customers_addresses":
+                items = [address(n, rng.choice(["c1", "c2"]))]
+            else:
+                items = [customer(rng.choice([n, str(n)]))]  # 7 and "7" are one id
+            store.upsert(res[name], items)  # type: ignore[arg-type]
+        elif rng.random() < 0.2:
+            store.update(res["customers"], [{"customer_id": str(n), "first_name": "B"}])
+        else:
+            ids = {str(rng.randint(1, 12)) for _ in range(rng.randint(1, 4))}
+            parent = (
+                {"customer_id": rng.choice(["c1", "c2"])} if name == "customers_addresses" else {}
+            )
+            before = set(store.records(name))
+            gone = scan(name, ids, parent)
+            store.delete(res[name], ids, parent)
+            assert set(store.records(name)) == before - gone
 
 
 # --- rate limit ---------------------------------------------------------------------------------
