@@ -20,7 +20,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,8 +223,7 @@ class PageWriter:
                 fut.set_exception(exc)
             self._pending.append((batch, fut))
         else:
-            while self._in_flight() >= self._target():
-                self._commit_head(block=True)
+            self._wait_for_room()
             self._pending.append((batch, self.pool.submit(self._deliver, batch)))
         self._commit_ready()
 
@@ -233,8 +232,21 @@ class PageWriter:
         first answers of a pass teach it the latency)."""
         return self.client.in_flight_target(self.max_in_flight)
 
-    def _in_flight(self) -> int:
-        return sum(1 for _, f in self._pending if not f.done())
+    def _wait_for_room(self) -> None:
+        """Block while ``_target()`` batches are in flight, until *any* of them ends: waiting
+        for the oldest one only would idle the pipeline behind a slow (or retried) request.
+        Batches done behind an unfinished one wait to be committed in order; at most
+        ``4 x max_in_flight`` of them are kept (memory), then the oldest is waited for."""
+        backlog = 4 * self.max_in_flight
+        while True:
+            running = [f for _, f in self._pending if not f.done()]
+            if len(self._pending) >= backlog:
+                wait([self._pending[0][1]])
+            elif len(running) >= self._target():
+                wait(running, return_when=FIRST_COMPLETED)
+            else:
+                return
+            self._commit_ready()
 
     # --- sending (runs on the send pool) ---------------------------------------------------------
 

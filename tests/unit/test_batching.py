@@ -369,3 +369,46 @@ def test_a_row_read_twice_keeps_its_later_version(
     assert records[key_json((10,))] == ("sent", "a" * 64)
     assert records[key_json((20,))][0] == "deleted"
     assert store.get_cursor("manufacturers") == Cursor(62, (20,))
+
+
+class SlowHead(FakeClient):
+    """The batch starting at row 1 is answered only once ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.005)
+        self.release = threading.Event()
+        self.before_release = -1  # batches answered while the first one was still in flight
+
+    def send_items(self, path: str, items: list[dict[str, Any]], *, what: str = "") -> BatchResult:
+        if items[0]["manufacturer_id"] == "1":
+            self.release.wait(5)
+            with self.lock:
+                self.before_release = len(self.sizes)
+        return super().send_items(path, items, what=what)
+
+
+def test_a_slow_batch_does_not_hold_back_the_ones_after_it(
+    compiled: CompiledMapping, store: SpyStore
+) -> None:
+    """With 4 in flight, the writer goes on sending while the oldest batch is unanswered (up to
+    its backlog of 4 x 4 batches); the cursor waits for the oldest one."""
+    client = SlowHead()
+
+    def release_when_busy() -> None:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and len(client.sizes) < 12:
+            time.sleep(0.01)
+        client.release.set()
+
+    helper = threading.Thread(target=release_when_busy)
+    helper.start()
+    with ThreadPoolExecutor(8) as pool:
+        w = writer(compiled, client, store, pool)
+        w.write(units(2000), [{}] * 2000)
+        w.finish()
+    helper.join()
+    assert client.before_release >= 12  # waiting for the oldest batch only: 3
+    assert client.max_in_flight <= 4
+    assert store.cursors == sorted(store.cursors)
+    assert store.get_cursor("manufacturers") == Cursor(2000, (2000,))
+    assert sorted(client.sent) == list(range(1, 2001))
