@@ -16,7 +16,7 @@ import pytest
 
 from connector.batching import PageWriter
 from connector.destination.client import BatchResult
-from connector.errors import DeliveryError
+from connector.errors import DeliveryError, StateError
 from connector.mapping import CompiledMapping, load_mapping_file
 from connector.state.model import Cursor, RunCounts, key_json
 from connector.state.store import StateStore
@@ -89,6 +89,20 @@ class SpyStore(StateStore):
         super().__init__(url)
         self.cursors: list[Any] = []
         self.on_cursor: Any = None  # called with each cursor value committed
+        self.announced: set[str] = set()
+        self.threads: set[int] = set()  # that announced
+        self.announce_delay = 0.0
+        self.fail_with: str | None = None  # an announce holding this key fails
+        self.lock = threading.Lock()
+
+    def announce(self, mapping: str, keys: Any) -> None:
+        time.sleep(self.announce_delay)
+        if self.fail_with in keys:
+            raise StateError("state database: disk I/O error")
+        super().announce(mapping, keys)
+        with self.lock:
+            self.announced.update(keys)
+            self.threads.add(threading.get_ident())
 
     def commit_batch(
         self, mapping: str, *, accepted: Any, rejects: Any, cursor: Any, resolve: bool = True
@@ -412,3 +426,48 @@ def test_a_slow_batch_does_not_hold_back_the_ones_after_it(
     assert store.cursors == sorted(store.cursors)
     assert store.get_cursor("manufacturers") == Cursor(2000, (2000,))
     assert sorted(client.sent) == list(range(1, 2001))
+
+
+class CheckAnnounced(FakeClient):
+    """Notes every item sent before its key was announced."""
+
+    def __init__(self, store: SpyStore) -> None:
+        super().__init__(delay=0.01)
+        self.store = store
+        store.announce_delay = 0.05
+        self.early: list[int] = []
+
+    def send_items(self, path: str, items: list[dict[str, Any]], *, what: str = "") -> BatchResult:
+        with self.store.lock:
+            ids = [int(i["manufacturer_id"]) for i in items]
+            self.early += [i for i in ids if key_json((i,)) not in self.store.announced]
+        return super().send_items(path, items, what=what)
+
+
+def test_new_keys_are_announced_on_the_pool_before_they_are_sent(
+    compiled: CompiledMapping, store: SpyStore
+) -> None:
+    client = CheckAnnounced(store)
+    _w, problems = backfill(compiled, client, store, units(1000), 200)
+    assert problems == [] and client.early == []
+    assert threading.get_ident() not in store.threads  # not on the writing thread
+    assert len(store.announced) == 1000
+    assert store.get_cursor("manufacturers") == Cursor(1000, (1000,))
+
+
+def test_a_failed_announce_sends_nothing_after_it(
+    compiled: CompiledMapping, store: SpyStore
+) -> None:
+    store.fail_with = key_json((450,))  # the announce of rows 401..600
+    client = CheckAnnounced(store)
+    with (
+        pytest.raises(StateError, match="disk I/O"),
+        ThreadPoolExecutor(8) as pool,
+    ):
+        w = writer(compiled, client, store, pool)
+        write_pages(w, units(1000), [{}] * 1000, 200)
+        w.finish()
+    assert client.early == []
+    assert max(client.sent) <= 400  # batches after it wait for it, then fail
+    cursor = store.get_cursor("manufacturers")
+    assert cursor is not None and cursor.value <= 400
