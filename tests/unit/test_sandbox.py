@@ -8,8 +8,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -17,7 +19,7 @@ import pytest
 
 from connector import registry
 from connector.sandbox import Sandbox
-from connector.sandbox.store import Store, id_text
+from connector.sandbox.store import Store, id_text, json_copy
 
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"
@@ -373,6 +375,45 @@ def test_bulk_delete_by_index_removes_what_a_scan_would(seed: int) -> None:
             gone = scan(name, ids, parent)
             store.delete(res[name], ids, parent)
             assert set(store.records(name)) == before - gone
+
+
+def test_stored_items_are_copies() -> None:
+    """The store keeps its own copy of an item (``json_copy``): changing the caller's item
+    afterwards, nested parts included, changes nothing stored."""
+    item = customer("c9", tags=["a", {"b": [1, 2.5, None, True]}])
+    copied = json_copy(item)
+    assert copied == item and copied is not item
+    assert copied["tags"][1] is not item["tags"][1]
+    odd = {"t": (1, [2])}  # not JSON: deep-copied the generic way
+    assert json_copy(odd) == odd and json_copy(odd)["t"][1] is not odd["t"][1]
+    store = Store()
+    item = customer("c9")
+    store.upsert(registry.RESOURCES["customers"], [item])
+    item["email"] = "changed@example.com"
+    assert store.records("customers")["c9"]["email"] == "c9@example.com"
+
+
+def test_many_connections_opened_at_once_are_all_served() -> None:
+    """A backfill opens tens of connections at once (many requests in flight): none may be
+    reset for want of room in the listen queue (it held 5 connections, and some were reset)."""
+    with Sandbox(api_keys={KEY}, requests_per_minute=60000) as sandbox:
+        sandbox.inject_delay(0.2)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        with (
+            httpx.Client(base_url=sandbox.url, headers={"spm-api-key": KEY}, limits=limits) as c,
+            ThreadPoolExecutor(100) as pool,
+        ):
+            ready = threading.Barrier(100)
+
+            def post(i: int) -> str:
+                ready.wait()
+                try:
+                    return str(c.post("/v1/customers", json=[customer(i)]).status_code)
+                except httpx.TransportError as exc:
+                    return type(exc).__name__
+
+            answers = list(pool.map(post, range(100)))
+    assert answers == ["200"] * 100
 
 
 # --- rate limit ---------------------------------------------------------------------------------
