@@ -110,9 +110,9 @@ class PageWriter:
         self._pending: deque[tuple[Batch, Future[Batch]]] = deque()
         self._failed: BaseException | None = None
         self._broken = False  # a failure was raised: nothing more is sent
+        self._announcing: list[Future[None]] = []  # write-ahead of new keys, on the pool
         # not yet submitted: the open batch (upserts, local rejects, settled keys; sent when
         # full) and the held deletes (sent when they reach the delete limit); both span pages
-        self._announcing: list[Future[None]] = []  # write-ahead of new keys, on the pool
         self._open = Batch()
         self._held: list[tuple[Unit, dict[str, Any]]] = []
         self._open_keys: set[str] = set()  # keys of the open batch's upserts
