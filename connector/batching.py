@@ -1,11 +1,17 @@
 """Deliver pages of transformed rows: batches to the API, several in flight, committed in order.
 
-Units arrive in cursor order. They are cut into batches (at most the resource's batch limit of
-upserts, or its delete limit of deletes). Each batch is sent on the shared send pool, so several
-requests can be in flight while the next page is read; batches are *committed* strictly in order:
-one state transaction per batch with its accepted hashes, its rejected items and the cursor
-position of its last row. If a batch fails, nothing after it moves the cursor (batches after it
-that were accepted still record their hashes, so they are not re-sent), and the error is raised.
+Units arrive in cursor order. Upserts are cut into full batches of the resource's batch limit;
+deletes (soft-deleted rows, a few per page) are held across batches until the delete limit is
+reached, so a bulk-delete request carries up to that many ids instead of the one or two met since
+the previous upsert batch (each request costs the same share of the budget). Each batch is sent
+on the shared send pool, so several requests can be in flight while the next page is read;
+batches are *committed* strictly in order: one state transaction per batch with its accepted
+hashes, its rejected items and a cursor position. That position is the latest one no unit still
+held back precedes: the open upsert batch and the held deletes each remember the position just
+before their first unit, and a batch submitted while the other queue holds units commits at most
+that position (None: the cursor does not move). If a batch fails, nothing after it moves the
+cursor (batches after it that were accepted still record their hashes, so they are not re-sent),
+and the error is raised.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +54,7 @@ class Batch:
     deleted: list[str] = field(default_factory=list)
     counts: RunCounts = field(default_factory=RunCounts)
     error: Exception | None = None  # a delete failed after the upserts were accepted
+    after: list[Future[None]] = field(default_factory=list)  # write-ahead to wait for first
 
     def merge(self, later: Batch) -> Batch:
         """Two consecutive, delivered batches as one commit."""
@@ -103,7 +110,16 @@ class PageWriter:
         self._pending: deque[tuple[Batch, Future[Batch]]] = deque()
         self._failed: BaseException | None = None
         self._broken = False  # a failure was raised: nothing more is sent
+        self._announcing: list[Future[None]] = []  # write-ahead of new keys, on the pool
+        # not yet submitted: the open batch (upserts, local rejects, settled keys; sent when
+        # full) and the held deletes (sent when they reach the delete limit); both span pages
         self._open = Batch()
+        self._held: list[tuple[Unit, dict[str, Any]]] = []
+        self._open_keys: set[str] = set()  # keys of the open batch's upserts
+        self._held_keys: set[str] = set()
+        self._seen: Position | None = None  # position of the latest unit written
+        self._open_from: Position | None = None  # _seen before the open batch's first unit
+        self._held_from: Position | None = None  # _seen before the first held delete
 
     # --- building batches ------------------------------------------------------------------------
 
@@ -111,49 +127,105 @@ class PageWriter:
         res = self.mapping.resource
         records = self.store.get_records(self.mapping.name, [u.key_text for u in units])
         known = {k: h for k, (status, h) in records.items() if status == "sent"}
-        # write-ahead, once a page: keys about to be sent for the first time are recorded before
-        # any request, so a crash after ShopiMind accepted them cannot hide them from the
-        # reconciliation of hard deletes (see StateStore.announce)
         new = [u.key_text for u in units if u.kind == "send" and u.key_text not in records]
         if new:
-            self.store.announce(self.mapping.name, new)
-        batch = self._open  # a batch is filled across pages: full batches, not page remainders
+            self._announce(new)
         for u, row in zip(units, rows, strict=True):
             if self.stop.is_set() or self._failed is not None:
                 break  # what is pending is still delivered and committed by finish()
-            if u.kind == "send":
-                if known.get(u.key_text) == u.hash and not self.forced(u):
-                    self.counts.unchanged += 1
-                else:
-                    batch.sends.append(u)
-            elif u.kind == "delete":
+            key = u.key_text
+            if u.kind == "delete":
+                self._drop_send(key)  # read again since, now deleted: the delete supersedes it
                 # deleted unless known as deleted already: a row accepted just before a crash
                 # (so not recorded) must not survive its soft delete; unknown ids are skipped by
                 # the API, so an old soft-deleted row costs one idempotent call, once
-                if records.get(u.key_text, ("", None))[0] != "deleted":
-                    batch.deletes.append((u, row))
+                if records.get(key, ("", None))[0] != "deleted":
+                    if not self._held:
+                        self._held_from = self._seen
+                    self._held.append((u, row))
+                    self._held_keys.add(key)
                 else:
                     self.counts.unchanged += 1
-                    batch.settled.append(u.key_text)
+                    self._open_batch().settled.append(key)
             else:
-                batch.rejects.append(
-                    Reject(self.mapping.name, u.key_text, None, list(u.problems), "local")
-                )
-                log.warning(
-                    "%s: row %s rejected before sending (kept in rejected items): %s",
-                    self.mapping.file,
-                    u.key_text,
-                    "; ".join(u.problems),
-                )
+                self._drop_delete(key)  # back since it was read as deleted: not deleted
+                if u.kind == "send":
+                    if known.get(key) == u.hash and not self.forced(u):
+                        self.counts.unchanged += 1
+                    else:
+                        self._open_batch().sends.append(u)
+                        self._open_keys.add(key)
+                else:
+                    self._open_batch().rejects.append(
+                        Reject(self.mapping.name, key, None, list(u.problems), "local")
+                    )
+                    log.warning(
+                        "%s: row %s rejected before sending (kept in rejected items): %s",
+                        self.mapping.file,
+                        key,
+                        "; ".join(u.problems),
+                    )
             if u.position is not None:
-                batch.last = u.position
-            if len(batch.sends) >= res.batch_limit or len(batch.deletes) >= res.delete_limit:
-                self._submit(batch)
-                batch = Batch()
-        self._open = batch
+                self._seen = u.position
+            if len(self._open.sends) >= res.batch_limit:
+                self._submit_open()
+            if len(self._held) >= res.delete_limit:
+                self._submit_held()
         self._raise_if_failed()
 
+    def _announce(self, keys: list[str]) -> None:
+        """Write-ahead, once a page: keys about to be sent for the first time are recorded
+        before any request, so a crash after ShopiMind accepted them cannot hide them from the
+        reconciliation of hard deletes (see StateStore.announce).
+
+        With a send pool the state write runs there (it took about a tenth of the pass thread
+        in a backfill), and every batch submitted later waits for it before sending: the pool
+        runs tasks in submission order, so the write starts before any batch that waits on it.
+        """
+        if self.pool is None:
+            self.store.announce(self.mapping.name, keys)
+            return
+        self._announcing = [f for f in self._announcing if not f.done() or f.exception()]
+        self._announcing.append(self.pool.submit(self.store.announce, self.mapping.name, keys))
+
+    def _open_busy(self) -> bool:
+        b = self._open
+        return bool(b.sends or b.rejects or b.settled)
+
+    def _open_batch(self) -> Batch:
+        """The open batch, about to get a unit (which the cursor must not pass unsent)."""
+        if not self._open_busy():
+            self._open_from = self._seen
+        return self._open
+
+    def _drop_send(self, key: str) -> None:
+        """A row read twice by this writer: its later version wins (rare: a row changed while
+        a pass ran). Without this, a held delete could reach the API before, or an upsert after,
+        the version of the row it replaces."""
+        if key in self._open_keys:
+            self._open_keys.discard(key)
+            self._open.sends = [u for u in self._open.sends if u.key_text != key]
+
+    def _drop_delete(self, key: str) -> None:
+        if key in self._held_keys:
+            self._held_keys.discard(key)
+            self._held = [(u, r) for u, r in self._held if u.key_text != key]
+
+    def _submit_open(self) -> None:
+        """Submit the open (full) batch: its cursor stops before the first held delete."""
+        batch, self._open, self._open_keys = self._open, Batch(), set()
+        batch.last = self._held_from if self._held else self._seen
+        self._submit(batch)
+
+    def _submit_held(self) -> None:
+        """Submit the held deletes alone: the cursor stops before the open batch's first unit."""
+        batch = Batch(deletes=self._held)
+        batch.last = self._open_from if self._open_busy() else self._seen
+        self._held, self._held_keys = [], set()
+        self._submit(batch)
+
     def _submit(self, batch: Batch) -> None:
+        batch.after = [f for f in self._announcing if not f.done() or f.exception()]
         if not (batch.sends or batch.deletes):
             done: Future[Batch] = Future()
             done.set_result(batch)
@@ -166,8 +238,7 @@ class PageWriter:
                 fut.set_exception(exc)
             self._pending.append((batch, fut))
         else:
-            while self._in_flight() >= self._target():
-                self._commit_head(block=True)
+            self._wait_for_room()
             self._pending.append((batch, self.pool.submit(self._deliver, batch)))
         self._commit_ready()
 
@@ -176,12 +247,27 @@ class PageWriter:
         first answers of a pass teach it the latency)."""
         return self.client.in_flight_target(self.max_in_flight)
 
-    def _in_flight(self) -> int:
-        return sum(1 for _, f in self._pending if not f.done())
+    def _wait_for_room(self) -> None:
+        """Block while ``_target()`` batches are in flight, until *any* of them ends: waiting
+        for the oldest one only would idle the pipeline behind a slow (or retried) request.
+        Batches done behind an unfinished one wait to be committed in order; at most
+        ``4 x max_in_flight`` of them are kept (memory), then the oldest is waited for."""
+        backlog = 4 * self.max_in_flight
+        while True:
+            running = [f for _, f in self._pending if not f.done()]
+            if len(self._pending) >= backlog:
+                wait([self._pending[0][1]])
+            elif len(running) >= self._target():
+                wait(running, return_when=FIRST_COMPLETED)
+            else:
+                return
+            self._commit_ready()
 
     # --- sending (runs on the send pool) ---------------------------------------------------------
 
     def _deliver(self, batch: Batch) -> Batch:
+        for announced in batch.after:
+            announced.result()  # failing: nothing of the batch is sent
         if batch.sends:
             self._send(batch)  # failing here: nothing of the batch was accepted
         if batch.deletes:
@@ -262,11 +348,11 @@ class PageWriter:
                 if self._failed is None:
                     self._failed = exc
                 continue
-            if done.error is not None:
-                self._flush_group([*group, done])
-                group = []
+            if done.error is not None:  # its upserts count, its cursor not (deletes failed)
+                self._flush_group(group)
                 if self._failed is None:
                     self._failed = done.error
+                self._flush_group([done])
                 continue
             group.append(done)
         self._flush_group(group)
@@ -314,13 +400,20 @@ class PageWriter:
         c.rejected += len(rejects)
 
     def finish(self) -> None:
-        """Send the last, partly filled batch (unless stopping or after a failure), wait for
-        every batch in flight and commit in order; then raise the first failure."""
-        if not (self._broken or self.stop.is_set() or self._open.empty):
-            self._submit(self._open)
-        self._open = Batch()
+        """Send the last, partly filled batch with the held deletes (unless stopping or after a
+        failure), wait for every batch in flight and commit in order; then raise the first
+        failure."""
+        batch, self._open, self._open_keys = self._open, Batch(), set()
+        batch.deletes, self._held, self._held_keys = self._held, [], set()
+        batch.last = self._seen  # nothing is held back any more
+        if not (self._broken or self.stop.is_set() or batch.empty):
+            self._submit(batch)
         while self._pending:
             self._commit_head(block=True)
+        for f in self._announcing:  # nothing of this writer runs on after it
+            if f.exception() is not None and self._failed is None and not self._broken:
+                self._failed = f.exception()
+        self._announcing = []
         self._raise_if_failed()
 
     def abandon(self) -> None:

@@ -52,6 +52,10 @@ MAX_BODY = 25 * 1024 * 1024  # the SDK's request size cap
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # connections waiting to be accepted (socketserver's default is 5): a client opening tens
+    # of connections at once (a backfill with many requests in flight) overflowed it, and some
+    # of those connections were reset
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
         self.sandbox = sandbox

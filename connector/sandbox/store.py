@@ -37,6 +37,23 @@ def key_text(resource: Resource, item: Mapping[str, object]) -> str:
     return "|".join(id_text(item.get(k)) for k in resource.key)
 
 
+def json_copy(value: Any) -> Any:
+    """A deep copy of parsed JSON (dicts, lists, scalars); anything else goes to ``deepcopy``.
+    About 5x faster than ``copy.deepcopy`` on the items of a bulk write, which the sandbox
+    copies on every request (a cost paid on the machine it shares with the connector)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: json_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [json_copy(v) for v in value]
+    if kind in _SCALARS:
+        return value
+    return copy.deepcopy(value)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def error_text(err: FieldError) -> str:
     return f"{err.path}: {err.message}" if err.path else err.message
 
@@ -183,6 +200,10 @@ class Store:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, JSONObject]] = {}
+        # resource → delete-id text → keys of its stored records: a bulk delete looks up its ids
+        # instead of scanning every record under the lock (with 100k records stored, a scan per
+        # delete slowed every answer of a backfill down)
+        self._by_id: dict[str, dict[str, set[str]]] = {}
         self._deleted: dict[str, set[str]] = {}
         self._requests: list[RequestLog] = []
         self._sends: dict[str, dict[str, int]] = {}  # resource → key text → times stored
@@ -245,6 +266,7 @@ class Store:
     def reset(self) -> None:
         with self._lock:
             self._records.clear()
+            self._by_id.clear()
             self._deleted.clear()
             self._requests.clear()
             self._sends.clear()
@@ -266,7 +288,9 @@ class Store:
                     result.rejected.append(Rejected(i, item, errors))
                     continue
                 key = key_text(resource, item)
-                table[key] = copy.deepcopy(item)
+                old = table.get(key)
+                table[key] = json_copy(item)
+                self._index(resource, key, old, item)
                 self._count_send(resource.name, key)
                 result.sent += 1
         return result
@@ -285,7 +309,10 @@ class Store:
                 if not errors and isinstance(item, dict):
                     key = key_text(resource, item)
                     if key in table:
+                        old = dict(table[key]) if resource.delete_id_field in item else None
                         table[key].update(copy.deepcopy(item))
+                        if old is not None:
+                            self._index(resource, key, old, table[key])
                         self._count_send(resource.name, key)
                         result.sent += 1
                         continue
@@ -310,11 +337,14 @@ class Store:
         wanted = set(ids)
         with self._lock:
             table = self._records.setdefault(resource.name, {})
-            for key, item in list(table.items()):
-                if id_text(item.get(id_field)) in wanted and all(
-                    id_text(item.get(f)) == v for f, v in parent.items()
-                ):
-                    del table[key]
+            index = self._by_id.setdefault(resource.name, {})
+            for id_ in wanted:
+                keys = index.get(id_)
+                for key in list(keys or ()):
+                    item = table[key]
+                    if all(id_text(item.get(f)) == v for f, v in parent.items()):
+                        del table[key]
+                        self._unindex(resource, key, item)
             gone = self._deleted.setdefault(resource.name, set())
             key_fields = [k for k in resource.key if k != "lang"]
             for id_ in wanted:
@@ -323,6 +353,29 @@ class Store:
                     gone.add("|".join(values[k] for k in key_fields))
                 else:
                     gone.add(id_)
+
+    def _index(self, resource: Resource, key: str, old: JSONObject | None, new: JSONObject) -> None:
+        """Keep ``_by_id`` in step when the record ``key`` goes from ``old`` (None: new) to
+        ``new`` (under the lock)."""
+        id_field = resource.delete_id_field
+        if id_field is None:
+            return
+        new_id = id_text(new.get(id_field))
+        if old is not None:
+            if id_text(old.get(id_field)) == new_id:
+                return
+            self._unindex(resource, key, old)
+        self._by_id.setdefault(resource.name, {}).setdefault(new_id, set()).add(key)
+
+    def _unindex(self, resource: Resource, key: str, item: JSONObject) -> None:
+        assert resource.delete_id_field is not None
+        index = self._by_id.get(resource.name, {})
+        id_ = id_text(item.get(resource.delete_id_field))
+        keys = index.get(id_)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del index[id_]
 
     def find_customers(
         self, field_name: str, value: str, casefold: bool = False

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from connector import registry
 from connector.sandbox import Sandbox
+from connector.sandbox.store import Store, id_text, json_copy
 
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"
@@ -326,6 +331,89 @@ def test_nested_variation_delete_spans_languages_of_one_product(
     assert r.status_code == 200
     assert set(sb.records("products_variations")) == {"43|3|fr"}
     assert sb.deleted("products_variations") == {"42|3"}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_bulk_delete_by_index_removes_what_a_scan_would(seed: int) -> None:
+    """The store finds a bulk delete's records through its id index: random upserts, updates,
+    deletes (with and without a parent) and resets leave the same records as a full scan."""
+    rng = random.Random(seed)
+    store = Store()
+    res = {n: registry.RESOURCES[n] for n in ("products", "customers_addresses", "customers")}
+
+    def scan(name: str, ids: set[str], parent: dict[str, str]) -> set[str]:
+        field_ = res[name].delete_id_field
+        assert field_ is not None
+        return {
+            k
+            for k, item in store.records(name).items()
+            if id_text(item.get(field_)) in ids
+            and all(id_text(item.get(f)) == v for f, v in parent.items())
+        }
+
+    for step in range(600):
+        name = rng.choice(list(res))
+        n = rng.randint(1, 12)
+        if step % 250 == 249:
+            store.reset()
+        elif rng.random() < 0.6:
+            if name == "products":
+                items = [product(n, rng.choice(["fr", "en"]))]
+            elif name == "customers_addresses":
+                items = [address(n, rng.choice(["c1", "c2"]))]
+            else:
+                items = [customer(rng.choice([n, str(n)]))]  # 7 and "7" are one id
+            store.upsert(res[name], items)  # type: ignore[arg-type]
+        elif rng.random() < 0.2:
+            store.update(res["customers"], [{"customer_id": str(n), "first_name": "B"}])
+        else:
+            ids = {str(rng.randint(1, 12)) for _ in range(rng.randint(1, 4))}
+            parent = (
+                {"customer_id": rng.choice(["c1", "c2"])} if name == "customers_addresses" else {}
+            )
+            before = set(store.records(name))
+            gone = scan(name, ids, parent)
+            store.delete(res[name], ids, parent)
+            assert set(store.records(name)) == before - gone
+
+
+def test_stored_items_are_copies() -> None:
+    """The store keeps its own copy of an item (``json_copy``): changing the caller's item
+    afterwards, nested parts included, changes nothing stored."""
+    item = customer("c9", tags=["a", {"b": [1, 2.5, None, True]}])
+    copied = json_copy(item)
+    assert copied == item and copied is not item
+    assert copied["tags"][1] is not item["tags"][1]
+    odd = {"t": (1, [2])}  # not JSON: deep-copied the generic way
+    assert json_copy(odd) == odd and json_copy(odd)["t"][1] is not odd["t"][1]
+    store = Store()
+    item = customer("c9")
+    store.upsert(registry.RESOURCES["customers"], [item])
+    item["email"] = "changed@example.com"
+    assert store.records("customers")["c9"]["email"] == "c9@example.com"
+
+
+def test_many_connections_opened_at_once_are_all_served() -> None:
+    """A backfill opens tens of connections at once (many requests in flight): none may be
+    reset for want of room in the listen queue (it held 5 connections, and some were reset)."""
+    with Sandbox(api_keys={KEY}, requests_per_minute=60000) as sandbox:
+        sandbox.inject_delay(0.2)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        with (
+            httpx.Client(base_url=sandbox.url, headers={"spm-api-key": KEY}, limits=limits) as c,
+            ThreadPoolExecutor(100) as pool,
+        ):
+            ready = threading.Barrier(100)
+
+            def post(i: int) -> str:
+                ready.wait()
+                try:
+                    return str(c.post("/v1/customers", json=[customer(i)]).status_code)
+                except httpx.TransportError as exc:
+                    return type(exc).__name__
+
+            answers = list(pool.map(post, range(100)))
+    assert answers == ["200"] * 100
 
 
 # --- rate limit ---------------------------------------------------------------------------------
