@@ -3,9 +3,10 @@
 Units arrive in cursor order. They are cut into batches (at most the resource's batch limit of
 upserts, or its delete limit of deletes). Each batch is sent on the shared send pool, so several
 requests can be in flight while the next page is read; batches are *committed* strictly in order:
-one state transaction per batch with its accepted hashes, its rejected items and the cursor
-position of its last row. If a batch fails, nothing after it moves the cursor (batches after it
-that were accepted still record their hashes, so they are not re-sent), and the error is raised.
+a state transaction records a batch's accepted hashes, its rejected items and the cursor position
+of its last row (up to ``GROUP_BATCHES`` consecutive delivered batches share one transaction).
+If a batch fails, nothing after it moves the cursor (batches after it that were accepted still
+record their hashes, so they are not re-sent), and the error is raised.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from connector.transform import Unit, payload_hash
 log = logging.getLogger("connector.sync")
 
 Position = tuple[Any, tuple[Any, ...]]
+
+# delivered batches committed together in one state transaction: a transaction costs about as
+# much as recording a hundred rows, so one per batch of 50 doubled the state store's share of a
+# backfill. A crash loses at most this many delivered batches' records (re-sent on restart, as
+# at-least-once allows: their keys were announced before sending).
+GROUP_BATCHES = 10
 
 
 def position_after(a: Position, b: Position) -> bool:
@@ -249,9 +256,21 @@ class PageWriter:
 
     # --- committing, in order ---------------------------------------------------------------------
 
-    def _commit_ready(self) -> None:
-        """Commit every finished batch at the head of the queue; consecutive accepted batches
-        go in one state transaction (the cursor of the last one)."""
+    def _commit_ready(self, *, final: bool = False) -> None:
+        """Commit the finished batches at the head of the queue; consecutive accepted batches
+        go in one state transaction (the cursor of the last one). Unless ``final``, fewer than
+        ``GROUP_BATCHES`` finished batches wait for the next ones (a failure never waits)."""
+        if not final:
+            ready = 0
+            for _batch, fut in self._pending:
+                if not fut.done():
+                    break
+                if fut.cancelled() or fut.exception() is not None or fut.result().error:
+                    ready = GROUP_BATCHES  # a failure is committed (and raised) at once
+                    break
+                ready += 1
+            if ready < GROUP_BATCHES:
+                return
         group: list[Batch] = []
         while self._pending and self._pending[0][1].done():
             _batch, fut = self._pending.popleft()
@@ -281,10 +300,13 @@ class PageWriter:
         group.clear()
 
     def _commit_head(self, *, block: bool) -> None:
-        """Wait for the oldest batch (when ``block``), then commit what is ready."""
-        if block and self._pending:
-            wait([self._pending[0][1]])
-        self._commit_ready()
+        """Wait for the oldest batch still in flight (when ``block``), then commit what is
+        ready; once nothing is in flight any more, everything is committed."""
+        if block:
+            waiting = next((f for _b, f in self._pending if not f.done()), None)
+            if waiting is not None:
+                wait([waiting])
+        self._commit_ready(final=block and all(f.done() for _b, f in self._pending))
 
     def _commit(self, batch: Batch, *, move_cursor: bool) -> None:
         cursor = None

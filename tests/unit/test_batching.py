@@ -163,3 +163,31 @@ def test_sequential_mode_without_pool(compiled: CompiledMapping, store: SpyStore
         w.write(units(500), [{}] * 500)
     assert store.get_cursor("manufacturers") == Cursor(200, (200,))
     assert client.sent == list(range(1, 201))  # nothing after the failure was sent
+
+
+def test_delivered_batches_share_state_transactions(
+    compiled: CompiledMapping, store: SpyStore
+) -> None:
+    """Up to GROUP_BATCHES delivered batches are recorded in one state transaction; ``finish``
+    records the rest."""
+    client = FakeClient(delay=0.0)
+    w = writer(compiled, client, store, None)
+    w.write(units(1200), [{}] * 1200)  # 12 batches of 100
+    w.write(units(2500)[1200:], [{}] * 1300)
+    assert store.cursors == [1000, 2000]  # two transactions of 10 batches so far
+    assert store.get_cursor("manufacturers") == Cursor(2000, (2000,))
+    w.finish()
+    assert store.cursors == [1000, 2000, 2500]
+    assert len(store.get_hashes("manufacturers", [key_json((i,)) for i in range(1, 2501)])) == 2500
+
+
+def test_grouped_commits_with_batches_in_flight(compiled: CompiledMapping, store: SpyStore) -> None:
+    client = FakeClient(delay=0.01)
+    with ThreadPoolExecutor(8) as pool:
+        w = writer(compiled, client, store, pool)
+        for i in range(0, 3000, 500):
+            w.write(units(3000)[i : i + 500], [{}] * 500)
+        w.finish()
+    assert store.cursors == sorted(store.cursors) and store.cursors[-1] == 3000
+    assert len(store.cursors) < 30  # fewer transactions than batches
+    assert w.counts.accepted == 3000
