@@ -27,8 +27,11 @@ def get_column(row: Row, column: str, path: str = "source") -> Any:
         raise MissingColumn(path, column) from None
 
 
-# what json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False) does, built once
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# what json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False) does, built once;
+# items are trees built afresh for each row, so the check for reference cycles is skipped
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
+)
 
 
 def payload_hash(item: Any) -> str:

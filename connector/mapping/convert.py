@@ -55,11 +55,6 @@ def _decimal(v: Any) -> Decimal:
 _CENT = Decimal("0.01")
 
 
-def _cents_or_coarser(d: Decimal) -> bool:
-    exponent = d.as_tuple().exponent
-    return isinstance(exponent, int) and exponent >= -2  # not NaN or infinite
-
-
 def to_money(v: Any) -> float:
     """The amount rounded half-up to cents, as a float.
 
@@ -77,8 +72,10 @@ def to_money(v: Any) -> float:
                 return v  # type: ignore[no-any-return]
             if decimals > 3 or s[-1] != "5":
                 return round(v, 2)  # type: ignore[no-any-return]
-    elif (t is int and -(2**53) < v < 2**53) or (t is Decimal and _cents_or_coarser(v)):
+    elif t is int and -(2**53) < v < 2**53:
         return float(v)
+    elif t is Decimal and v.is_finite():  # PostgreSQL's and MariaDB's NUMERIC
+        return float(v.quantize(_CENT, rounding=ROUND_HALF_UP))
     return float(_decimal(v).quantize(_CENT, rounding=ROUND_HALF_UP))
 
 
