@@ -12,8 +12,9 @@ once per distinct value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
@@ -21,6 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from connector.errors import StateError
+from connector.state import tables as t
+
+_IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,18 @@ class BulkUpsert:
             names = c.names or []
             params = [dict(zip(names, v, strict=True)) for v in fixed]
         conn.exec_driver_sql(c.sql, params)
+
+
+def resolve_rejects(conn: sa.Connection, mapping: str, keys: Iterable[str], now: datetime) -> None:
+    """What :func:`connector.state.tables.resolve_rejects` does (close the open rejects of
+    ``keys``), as one ``UPDATE ... WHERE open_key IN (...)`` per 500 keys instead of an
+    executemany of one UPDATE per key: a mapping with any open reject runs this for every
+    accepted batch, and most keys have no reject to close."""
+    ids = sorted({t.key_id(k) for k in keys})
+    c = t.rejects.c
+    for i in range(0, len(ids), _IN_CHUNK):
+        conn.execute(
+            sa.update(t.rejects)
+            .where(c.mapping == mapping, c.open_key.in_(ids[i : i + _IN_CHUNK]))
+            .values(open_key=None, resolved_at=now)
+        )

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic.util import CommandError
 
 from connector.errors import StateError, StateSchemaError
-from connector.state import migrate
+from connector.state import bulk, migrate
 from connector.state import tables as t
 from connector.state.bulk import BulkUpsert
 from connector.state.model import (
@@ -270,7 +270,7 @@ class StateStore:
         with self._tx() as conn:
             _MARK_SENT.run(conn, records)
             if resolve:
-                t.resolve_rejects(conn, mapping, hashes, now)
+                bulk.resolve_rejects(conn, mapping, hashes, now)
             t.store_rejects(conn, mapping, list(latest.values()), now)
             if text is not None:
                 t.save_cursor(conn, mapping, text)
