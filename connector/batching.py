@@ -5,8 +5,9 @@ deletes (soft-deleted rows, a few per page) are held across batches until the de
 reached, so a bulk-delete request carries up to that many ids instead of the one or two met since
 the previous upsert batch (each request costs the same share of the budget). Each batch is sent
 on the shared send pool, so several requests can be in flight while the next page is read;
-batches are *committed* strictly in order: one state transaction per batch with its accepted
-hashes, its rejected items and a cursor position. That position is the latest one no unit still
+batches are *committed* strictly in order: a state transaction records a batch's accepted
+hashes, its rejected items and a cursor position (up to ``GROUP_BATCHES`` consecutive delivered
+batches share one transaction). That position is the latest one no unit still
 held back precedes: the open upsert batch and the held deletes each remember the position just
 before their first unit, and a batch submitted while the other queue holds units commits at most
 that position (None: the cursor does not move). If a batch fails, nothing after it moves the
@@ -33,6 +34,12 @@ from connector.transform import Unit, payload_hash
 log = logging.getLogger("connector.sync")
 
 Position = tuple[Any, tuple[Any, ...]]
+
+# delivered batches committed together in one state transaction: a transaction costs about as
+# much as recording a hundred rows, so one per batch of 50 doubled the state store's share of a
+# backfill. A crash loses at most this many delivered batches' records (re-sent on restart, as
+# at-least-once allows: their keys were announced before sending).
+GROUP_BATCHES = 10
 
 
 def position_after(a: Position, b: Position) -> bool:
@@ -257,7 +264,9 @@ class PageWriter:
             running = [f for _, f in self._pending if not f.done()]
             if len(self._pending) >= backlog:
                 wait([self._pending[0][1]])
-            elif len(running) >= self._target():
+                self._commit_ready(final=True)  # the head is done: commit it, group or not
+                continue
+            if len(running) >= self._target():
                 wait(running, return_when=FIRST_COMPLETED)
             else:
                 return
@@ -335,9 +344,21 @@ class PageWriter:
 
     # --- committing, in order ---------------------------------------------------------------------
 
-    def _commit_ready(self) -> None:
-        """Commit every finished batch at the head of the queue; consecutive accepted batches
-        go in one state transaction (the cursor of the last one)."""
+    def _commit_ready(self, *, final: bool = False) -> None:
+        """Commit the finished batches at the head of the queue; consecutive accepted batches
+        go in one state transaction (the cursor of the last one). Unless ``final``, fewer than
+        ``GROUP_BATCHES`` finished batches wait for the next ones (a failure never waits)."""
+        if not final:
+            ready = 0
+            for _batch, fut in self._pending:
+                if not fut.done():
+                    break
+                if fut.cancelled() or fut.exception() is not None or fut.result().error:
+                    ready = GROUP_BATCHES  # a failure is committed (and raised) at once
+                    break
+                ready += 1
+            if ready < GROUP_BATCHES:
+                return
         group: list[Batch] = []
         while self._pending and self._pending[0][1].done():
             _batch, fut = self._pending.popleft()
@@ -367,10 +388,13 @@ class PageWriter:
         group.clear()
 
     def _commit_head(self, *, block: bool) -> None:
-        """Wait for the oldest batch (when ``block``), then commit what is ready."""
-        if block and self._pending:
-            wait([self._pending[0][1]])
-        self._commit_ready()
+        """Wait for the oldest batch still in flight (when ``block``), then commit what is
+        ready; once nothing is in flight any more, everything is committed."""
+        if block:
+            waiting = next((f for _b, f in self._pending if not f.done()), None)
+            if waiting is not None:
+                wait([waiting])
+        self._commit_ready(final=block and all(f.done() for _b, f in self._pending))
 
     def _commit(self, batch: Batch, *, move_cursor: bool) -> None:
         cursor = None

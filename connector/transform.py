@@ -17,6 +17,7 @@ from connector.source.query import CURSOR_LABEL
 from connector.state.model import key_json
 
 Row = dict[str, Any]
+_MISSING: Any = object()
 
 
 def get_column(row: Row, column: str, path: str = "source") -> Any:
@@ -26,8 +27,11 @@ def get_column(row: Row, column: str, path: str = "source") -> Any:
         raise MissingColumn(path, column) from None
 
 
-# what json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False) does, built once
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# what json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False) does, built once;
+# items are trees built afresh for each row, so the check for reference cycles is skipped
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
+)
 
 
 def payload_hash(item: Any) -> str:
@@ -73,8 +77,15 @@ def is_deleted(row: Row, spec: DeletedSpec | None) -> bool:
 def group_children(child: ChildSpec, rows: Sequence[Row]) -> dict[tuple[Any, ...], list[Row]]:
     out: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     cols = child.child_columns
+    where = f"{child.path}.parent_key"
+    if len(cols) == 1:  # the usual one-column link, without a generator per row
+        (col,) = cols
+        for r in rows:
+            v = r.get(col, _MISSING)
+            out[(get_column(r, col, where) if v is _MISSING else v,)].append(r)
+        return out
     for r in rows:
-        out[tuple(get_column(r, c, f"{child.path}.parent_key") for c in cols)].append(r)
+        out[tuple([get_column(r, c, where) for c in cols])].append(r)
     return out
 
 
@@ -100,7 +111,8 @@ def transform_page(
     append = units.append
     for row in rows:
         key = tuple([get_column(row, k, "source.key") for k in keys])
-        ktext = key_json(key)
+        # key_json of the usual one-integer key, without the JSON encoder (the same text)
+        ktext = f"[{key[0]}]" if len(key) == 1 and type(key[0]) is int else key_json(key)
         cur = row.get(CURSOR_LABEL)
         pos = (cur, key) if cur is not None else None
         if deleted is not None and is_deleted(row, deleted):

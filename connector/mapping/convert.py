@@ -56,15 +56,42 @@ _CENT = Decimal("0.01")
 
 
 def to_money(v: Any) -> float:
+    """The amount rounded half-up to cents, as a float.
+
+    The fast paths give exactly what the general one (through ``Decimal``) gives: a float whose
+    shortest text has at most two decimals is already rounded; one with more than three (or
+    three not ending in 5) cannot sit on a half-cent tie, so ``round`` (correctly rounded from
+    the exact binary value) agrees with half-up rounding of its text. Ties and large or odd
+    values take the general path."""
+    t = type(v)
+    if t is float and -1e9 < v < 1e9:
+        s = repr(v)
+        if "e" not in s:
+            decimals = len(s) - s.index(".") - 1
+            if decimals <= 2:
+                return v  # type: ignore[no-any-return]
+            if decimals > 3 or s[-1] != "5":
+                return round(v, 2)  # type: ignore[no-any-return]
+    elif t is int and -(2**53) < v < 2**53:
+        return float(v)
+    elif t is Decimal and v.is_finite():  # PostgreSQL's and MariaDB's NUMERIC
+        return float(v.quantize(_CENT, rounding=ROUND_HALF_UP))
     return float(_decimal(v).quantize(_CENT, rounding=ROUND_HALF_UP))
 
 
 def to_number(v: Any) -> int | float:
+    t = type(v)
+    if t is int and -(2**53) < v < 2**53:
+        return v  # type: ignore[no-any-return]
+    if t is float and math.isfinite(v):  # what Decimal(repr(v)) gives back
+        return int(v) if v.is_integer() and -(2**53) < v < 2**53 else v
     d = _decimal(v)
     return int(d) if d == d.to_integral_value() and abs(d) < 2**53 else float(d)
 
 
 def to_integer(v: Any) -> int:
+    if type(v) is int:
+        return v
     d = _decimal(v)
     if d != d.to_integral_value():
         raise ValueError(f"expected a whole number, got {v!r}")
@@ -113,6 +140,11 @@ def to_id_number(v: Any) -> int | str:
 
 
 def to_timestamp(v: Any, tz: tzinfo) -> str:
+    if type(v) is str:  # SQLite's timestamps are text: parsed, then the fast path below
+        try:
+            v = timeutil.parse_timestamp(v)
+        except ValueError:
+            raise ValueError(f"cannot read {v!r} as a timestamp") from None
     if type(v) is datetime and v.tzinfo is None:
         # the common case, shop wall-clock time: what iso_utc(to_utc(v, tz)) gives, computed
         # as astimezone does (minus the zone's offset for this wall time and fold)

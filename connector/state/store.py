@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from alembic.util import CommandError
 
 from connector.errors import StateError, StateSchemaError
-from connector.state import migrate
+from connector.state import bulk, migrate
 from connector.state import tables as t
+from connector.state.bulk import BulkUpsert
 from connector.state.model import (
     Accepted,
     Cursor,
@@ -38,6 +39,20 @@ from connector.timeutil import utc_now
 
 CHUNK = 500
 _TIMEOUT_DRIVERS = {"psycopg", "psycopg2", "pymysql", "mysqldb"}
+
+# the two upserts of every row of a pass (announced, then accepted), precompiled: see bulk.py
+_RECORD_COLUMNS = ("mapping", "key_id", "long_key", "hash", "status", "updated_at")
+_RECORD_KEY = ("mapping", "key_id")
+_MARK_SENT = BulkUpsert(
+    t.records, _RECORD_COLUMNS, _RECORD_KEY, ("hash", "status", "updated_at", "long_key")
+)
+_ANNOUNCE = BulkUpsert(t.records, _RECORD_COLUMNS, _RECORD_KEY, ("mapping",))
+
+
+def _record(mapping: str, key: str, now: datetime, status: str, digest: str | None) -> Any:
+    """A records row in ``_RECORD_COLUMNS`` order (as ``tables.record_row``)."""
+    kid = t.key_id(key)
+    return (mapping, kid, key if kid != key else None, digest, status, now)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -250,12 +265,12 @@ class StateStore:
         text = None if cursor is None else cursor.to_json()
         now = utc_now()
         records = [
-            t.record_row(mapping, key, now, t.STATUS_SENT, digest) for key, digest in hashes.items()
+            _record(mapping, key, now, t.STATUS_SENT, digest) for key, digest in hashes.items()
         ]
         with self._tx() as conn:
-            t.mark_records(conn, records, ("hash", "status", "updated_at", "long_key"))
+            _MARK_SENT.run(conn, records)
             if resolve:
-                t.resolve_rejects(conn, mapping, hashes, now)
+                bulk.resolve_rejects(conn, mapping, hashes, now)
             t.store_rejects(conn, mapping, list(latest.values()), now)
             if text is not None:
                 t.save_cursor(conn, mapping, text)
@@ -279,9 +294,9 @@ class StateStore:
         while the missing hash makes the next pass send the row again. Known keys are untouched.
         """
         now = utc_now()
-        rows = [t.record_row(mapping, k, now, t.STATUS_SENT, None) for k in dict.fromkeys(keys)]
+        rows = [_record(mapping, k, now, t.STATUS_SENT, None) for k in dict.fromkeys(keys)]
         with self._tx() as conn:
-            t.upsert(conn, t.records, rows, ("mapping", "key_id"), ("mapping",))
+            _ANNOUNCE.run(conn, rows)
 
     def settle(self, mapping: str, keys: Sequence[str]) -> None:
         """Resolve the open rejects of ``keys``: nothing is left to deliver (the rows were

@@ -283,20 +283,20 @@ def test_upsert_batches_stay_full_when_deletes_fill_up(
 def test_sequential_writer_never_commits_past_a_held_delete(
     compiled: CompiledMapping, store: SpyStore
 ) -> None:
-    """Without a pool, a batch is committed as soon as it is sent: each cursor saved while
-    deletes are held stops just before the first of them."""
-    us, rows = mixed(450, {5, 150, 260})
+    """Without a pool, batches are committed as soon as GROUP_BATCHES are sent: a cursor saved
+    while deletes are held stops just before the first of them."""
+    us, rows = mixed(1250, {5, 150, 260})
     client = FakeClient(delay=0.0)
     problems = guard(store, client, us)
     w = writer(compiled, client, store, None)
     write_pages(w, us, rows, 100)
     assert client.deleted == []  # held: 3 deletes are fewer than 20
-    assert len(client.sent) == 400  # 4 full upsert batches were sent and committed...
+    assert len(client.sent) == 1200  # 12 full upsert batches were sent, 10 committed...
     assert store.cursors == [4]  # ...but none moved the cursor past row 5
     w.finish()
     assert problems == []
     assert client.delete_calls == [[5, 150, 260]]
-    assert store.cursors[-1] == 450
+    assert store.cursors[-1] == 1250
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -471,3 +471,56 @@ def test_a_failed_announce_sends_nothing_after_it(
     assert max(client.sent) <= 400  # batches after it wait for it, then fail
     cursor = store.get_cursor("manufacturers")
     assert cursor is not None and cursor.value <= 400
+
+
+def test_delivered_batches_share_state_transactions(
+    compiled: CompiledMapping, store: SpyStore
+) -> None:
+    """Up to GROUP_BATCHES delivered batches are recorded in one state transaction; ``finish``
+    records the rest."""
+    client = FakeClient(delay=0.0)
+    w = writer(compiled, client, store, None)
+    w.write(units(1200), [{}] * 1200)  # 12 batches of 100
+    w.write(units(2500)[1200:], [{}] * 1300)
+    assert store.cursors == [1000, 2000]  # two transactions of 10 batches so far
+    assert store.get_cursor("manufacturers") == Cursor(2000, (2000,))
+    w.finish()
+    assert store.cursors == [1000, 2000, 2500]
+    assert len(store.get_hashes("manufacturers", [key_json((i,)) for i in range(1, 2501)])) == 2500
+
+
+def test_grouped_commits_with_batches_in_flight(compiled: CompiledMapping, store: SpyStore) -> None:
+    client = FakeClient(delay=0.01)
+    with ThreadPoolExecutor(8) as pool:
+        w = writer(compiled, client, store, pool)
+        for i in range(0, 3000, 500):
+            w.write(units(3000)[i : i + 500], [{}] * 500)
+        w.finish()
+    assert store.cursors == sorted(store.cursors) and store.cursors[-1] == 3000
+    assert len(store.cursors) < 30  # fewer transactions than batches
+    assert w.counts.accepted == 3000
+
+
+def test_a_small_in_flight_cap_still_commits_grouped_batches(
+    compiled: CompiledMapping, store: SpyStore
+) -> None:
+    """With max_in_flight = 2 the backlog of finished batches (4 x 2) is smaller than a commit
+    group: the writer commits the done head instead of waiting for a full group (it used to spin
+    forever here)."""
+    client = FakeClient(delay=0.01)
+    with ThreadPoolExecutor(2) as pool:
+        w = writer(compiled, client, store, pool)
+        w.max_in_flight = 2
+        done = threading.Event()
+
+        def run() -> None:
+            for i in range(0, 3000, 500):
+                w.write(units(3000)[i : i + 500], [{}] * 500)
+            w.finish()
+            done.set()
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        assert done.wait(30), "the writer did not finish"
+    assert store.cursors == sorted(store.cursors) and store.cursors[-1] == 3000
+    assert w.counts.accepted == 3000

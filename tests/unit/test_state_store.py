@@ -473,3 +473,38 @@ def test_concurrent_writers_of_the_same_keys_do_not_clash(store: StateStore) -> 
     assert len(store.get_hashes("m", keys)) == 50
     assert store.count_rejects("m") == 50
     assert {r.attempts for r in store.list_rejects("m")} == {15}
+
+
+def test_announce_and_commit_write_the_rows_tables_upsert_writes(store: StateStore) -> None:
+    """The precompiled upserts (state/bulk.py) store exactly what ``tables.upsert`` stores:
+    long keys under their hash id, aware UTC instants, hashes; and known keys are updated."""
+    keys = [k(1), k("b"), LONG_KEY]
+    store.announce("m", keys)
+    store.commit_batch("m", accepted=[Accepted(k(1), H1)], rejects=[], cursor=None)
+    store.announce("m", [k(1), k(2)])  # k(1) is known: left untouched
+    store.commit_batch(
+        "m", accepted=[Accepted(LONG_KEY, H2), Accepted(k(2), H3)], rejects=[], cursor=None
+    )
+    now = datetime.now(UTC)
+    with store._engine.begin() as conn:  # the same rows written the general way, for "n"
+        rows = [t.record_row("n", key, now, t.STATUS_SENT, None) for key in [*keys, k(2)]]
+        t.upsert(conn, t.records, rows, ("mapping", "key_id"), ("mapping",))
+        done = [(k(1), H1), (LONG_KEY, H2), (k(2), H3)]
+        rows = [t.record_row("n", key, now, t.STATUS_SENT, h) for key, h in done]
+        t.mark_records(conn, rows, ("hash", "status", "updated_at", "long_key"))
+    r = t.records.c
+    with store._engine.connect() as conn:
+        got = {
+            m: sorted(
+                (kid, long, h, st)
+                for kid, long, h, st in conn.execute(
+                    sa.select(r.key_id, r.long_key, r.hash, r.status).where(r.mapping == m)
+                )
+            )
+            for m in ("m", "n")
+        }
+        stamps = list(conn.execute(sa.select(r.updated_at).where(r.mapping == "m")).scalars())
+    assert got["m"] == got["n"]
+    assert (t.key_id(LONG_KEY), LONG_KEY, H2, "sent") in got["m"]
+    assert store.get_hashes("m", [*keys, k(2)]) == {k(1): H1, LONG_KEY: H2, k(2): H3}
+    assert all(s.tzinfo is not None and abs(s - now) < timedelta(minutes=5) for s in stamps)
