@@ -36,8 +36,14 @@ _CANONICAL = json.JSONEncoder(
 
 def payload_hash(item: Any) -> str:
     """A stable hash of an item's JSON: the same content always gives the same hash."""
-    text = _CANONICAL.encode(item)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashed_json(item)[0]
+
+
+def hashed_json(item: Any) -> tuple[str, bytes]:
+    """The payload hash and the canonical JSON it hashes (UTF-8), which is also a valid request
+    body for the item: the send threads reuse it instead of encoding the item a second time."""
+    data = _CANONICAL.encode(item).encode("utf-8")
+    return hashlib.sha256(data).hexdigest(), data
 
 
 DELETE_HASH = "deleted"
@@ -54,6 +60,7 @@ class Unit:
     item: dict[str, Any] | None = None
     hash: str = ""
     problems: tuple[str, ...] = ()
+    body: bytes = b""  # the item's canonical JSON (what ``hash`` hashes), for the request
 
 
 def row_key(row: Row, mapping: Mapping) -> tuple[Any, ...]:
@@ -126,5 +133,6 @@ def transform_page(
         if built.item is None:
             append(Unit("reject", key, ktext, pos, problems=built.problems))
         else:
-            append(Unit("send", key, ktext, pos, built.item, payload_hash(built.item)))
+            digest, body = hashed_json(built.item)
+            append(Unit("send", key, ktext, pos, built.item, digest, body=body))
     return units

@@ -137,6 +137,7 @@ class ApiClient:
         path: str,
         body: Any = None,
         *,
+        content: bytes | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         what: str = "",
@@ -148,7 +149,8 @@ class ApiClient:
         With ``replay_ambiguous=False`` an attempt that may have been processed (sent but no
         answer, or 500/502/504) is not retried: ``AmbiguousDelivery`` is raised instead. Attempts
         that certainly were not processed (connection refused, 408/429/503) are retried anyway.
-        ``attempts``, when given, gets one element appended per request made.
+        ``attempts``, when given, gets one element appended per request made. ``content``: a
+        body already encoded as JSON (instead of ``body``).
         """
         what = what or f"{method} {path}"
         attempt = 0
@@ -162,7 +164,18 @@ class ApiClient:
             retry_after: float | None = None
             ambiguous = True
             try:
-                resp = self._http.request(method, path, json=body, params=params, headers=headers)
+                if content is None:
+                    resp = self._http.request(
+                        method, path, json=body, params=params, headers=headers
+                    )
+                else:
+                    resp = self._http.request(
+                        method,
+                        path,
+                        content=content,
+                        params=params,
+                        headers={**(headers or {}), "Content-Type": "application/json"},
+                    )
                 status = resp.status_code
             except NOT_SENT as exc:
                 cause, ambiguous = f"connection failed ({type(exc).__name__}), not sent", False
@@ -206,16 +219,38 @@ class ApiClient:
 
     # --- bulk writes ----------------------------------------------------------------------------
 
-    def send_items(self, path: str, items: Sequence[Any], *, what: str = "") -> BatchResult:
-        """POST a JSON array; split on an oversized-batch 400; collect rejected entries."""
+    def send_items(
+        self,
+        path: str,
+        items: Sequence[Any],
+        *,
+        what: str = "",
+        encoded: Sequence[bytes] | None = None,
+    ) -> BatchResult:
+        """POST a JSON array; split on an oversized-batch 400; collect rejected entries.
+
+        ``encoded``, when given, holds each item's JSON already encoded (UTF-8): the body is
+        joined from them instead of encoding the items again."""
         result = BatchResult()
-        self._send(path, list(items), 0, result, what or path)
+        texts = list(encoded) if encoded is not None else None
+        if texts is not None and len(texts) != len(items):
+            raise ValueError("send_items: one encoded text per item")
+        self._send(path, list(items), texts, 0, result, what or path)
         return result
 
     def _send(
-        self, path: str, items: list[Any], offset: int, result: BatchResult, what: str
+        self,
+        path: str,
+        items: list[Any],
+        texts: list[bytes] | None,
+        offset: int,
+        result: BatchResult,
+        what: str,
     ) -> None:
-        resp = self.request("POST", path, items, what=what)
+        if texts is None:
+            resp = self.request("POST", path, items, what=what)
+        else:
+            resp = self.request("POST", path, content=b"[" + b",".join(texts) + b"]", what=what)
         result.requests += 1
         result.statuses[resp.status_code] = result.statuses.get(resp.status_code, 0) + 1
         body = _json(resp)
@@ -228,8 +263,9 @@ class ApiClient:
                     resp.status_code,
                     len(items),
                 )
-                self._send(path, items[:half], offset, result, what)
-                self._send(path, items[half:], offset + half, result, what)
+                lo, hi = (texts[:half], texts[half:]) if texts is not None else (None, None)
+                self._send(path, items[:half], lo, offset, result, what)
+                self._send(path, items[half:], hi, offset + half, result, what)
                 return
             result.rejected.append((offset, {"status": resp.status_code, "body": body}))
             return

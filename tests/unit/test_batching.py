@@ -3,11 +3,14 @@ cursor pass a batch that was not accepted."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,7 +23,7 @@ from connector.errors import DeliveryError, StateError
 from connector.mapping import CompiledMapping, load_mapping_file
 from connector.state.model import Cursor, RunCounts, key_json
 from connector.state.store import StateStore
-from connector.transform import Unit
+from connector.transform import Unit, payload_hash, transform_page
 
 MAPPING = """
 resource = "products_manufacturers"
@@ -524,3 +527,13 @@ def test_a_small_in_flight_cap_still_commits_grouped_batches(
         assert done.wait(30), "the writer did not finish"
     assert store.cursors == sorted(store.cursors) and store.cursors[-1] == 3000
     assert w.counts.accepted == 3000
+
+
+def test_a_sent_unit_carries_the_json_its_hash_is_made_of(compiled: CompiledMapping) -> None:
+    """The request body reuses each unit's canonical JSON: it must be the item, and the very
+    text its payload hash is computed from (so what is sent is what is recorded as accepted)."""
+    rows = [{"id": 7, "name": "Acmé \u2603", "updated_at": datetime(2026, 5, 7, 8, 0)}]
+    (unit,) = transform_page(compiled, rows, {})
+    assert unit.kind == "send" and unit.item is not None
+    assert json.loads(unit.body) == unit.item
+    assert hashlib.sha256(unit.body).hexdigest() == unit.hash == payload_hash(unit.item)

@@ -697,3 +697,20 @@ def test_stop_during_budget_wait_sends_nothing() -> None:
         client.send_items("/v1/customers", [{"a": 2}])
     assert len(seen) == 1
     client.close()
+
+
+def test_pre_encoded_items_are_sent_as_given_and_split_alike(make: Any) -> None:
+    """Items already encoded (the payload hash's canonical JSON) are joined into the body, not
+    encoded again: the API gets the same JSON array, split the same way on an oversized batch."""
+    client, rec = make(max_size(3))
+    batch = items(10)
+    texts = [json.dumps(i, sort_keys=True, separators=(",", ":")).encode() for i in batch]
+    res = client.send_items("/customers", batch, encoded=texts)
+    ok_bodies = [b for b in rec.bodies if len(b) <= 3]
+    assert [i for b in ok_bodies for i in b] == batch  # all, once each, in order
+    assert res.sent_count == 10 and res.requests == 7
+    first = rec.requests[0]
+    assert first.content == b"[" + b",".join(texts) + b"]"  # the texts, byte for byte
+    assert first.headers["content-type"] == "application/json"
+    with pytest.raises(ValueError, match="one encoded text per item"):
+        client.send_items("/customers", batch, encoded=texts[:3])
