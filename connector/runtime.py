@@ -21,7 +21,7 @@ from connector.destination.client import ApiClient, RetryPolicy
 from connector.mapping import CompiledMapping, Mapping, load_mappings
 from connector.source.reader import ShopReader
 from connector.state.store import StateStore
-from connector.sync import MappingSync, PassResult, ProgressFn
+from connector.sync import MappingSync, PassResult, ProgressFn, Statements
 
 log = logging.getLogger("connector")
 
@@ -49,6 +49,8 @@ class Runtime:
     pool: ThreadPoolExecutor | None = None
     # custom data / events: definition ids and event types provisioned by this process
     provisioned: dict[str, str] = field(default_factory=dict)
+    # each mapping's pass statements, built once (see sync.Statements)
+    statements: dict[str, Statements] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -130,6 +132,7 @@ class Runtime:
             progress=progress,
             pool=self.pool,
             max_in_flight=self.config.sync.max_in_flight,
+            statements=self.statements.setdefault(name, Statements()),
             **extra,
         )
 
