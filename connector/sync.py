@@ -31,7 +31,7 @@ from connector.batching import PageWriter, Position
 from connector.destination.client import ApiClient
 from connector.errors import AuthError, ConnectorError, SchemaMismatchError
 from connector.mapping.compile import CompiledMapping, MissingColumn
-from connector.mapping.spec import Mapping
+from connector.mapping.spec import ChildSpec, Mapping
 from connector.source import query as q
 from connector.source.reader import ShopReader
 from connector.state.model import Cursor, RunCounts, key_from_json, key_json
@@ -187,8 +187,7 @@ class MappingSync:
     def _work(self, counts: RunCounts) -> None:
         """The phases of a pass; each one returns early once ``stop`` is set."""
         name = self.mapping.name
-        metas = [FORCE_META.format(name)]
-        metas += [CHILD_META.format(name, c) for c, k in self.mapping.children.items() if k.cursor]
+        metas = [FORCE_META.format(name), *(meta for meta, _child in self._watched())]
         state = self.store.pass_state(name, metas)
         self._saved_cursor, self._meta = state.cursor, state.meta
         self._any_rejects = state.open_rejects
@@ -273,14 +272,21 @@ class MappingSync:
                 if len(rows) < self.page_size:
                     return
 
+    def _watched(self) -> list[tuple[str, ChildSpec]]:
+        """Children with their own cursor and ``[changes]`` tables, with the setting that
+        holds where each one was last read."""
+        name = self.mapping.name
+        out = [(CHILD_META.format(name, c), ch) for c, ch in self.mapping.children.items()]
+        out += [(CHILD_META.format(name, ch.path), ch) for ch in self.mapping.changes.values()]
+        return [(meta, ch) for meta, ch in out if ch.cursor is not None]
+
     def _mark_children(self) -> None:
         """Before the first parent scan ever: note where each child cursor stands. Every child
         change after that moment is then re-checked by ``_child_changes``, even if the first
         backfill is interrupted and resumed days later; changes before it are read with their
         parent by the scan."""
-        for cname, child in self.mapping.children.items():
-            meta = CHILD_META.format(self.mapping.name, cname)
-            if child.cursor is None or self._meta.get(meta):
+        for meta, child in self._watched():
+            if self._meta.get(meta):
                 continue
             sample = self.reader.sample_child_cursor(self.mapping, child)
             mark: Any = None  # no child row yet: every future one counts
@@ -292,11 +298,11 @@ class MappingSync:
             self.store.set_meta(meta, text)
 
     def _child_changes(self, counts: RunCounts) -> None:
-        """Children with their own cursor: a changed child re-sends its parent (hash-checked)."""
-        for cname, child in self.mapping.children.items():
-            if child.cursor is None or self.stop.is_set():
+        """Children with their own cursor (and ``[changes]`` tables): a changed child re-sends
+        its parent (hash-checked)."""
+        for meta, child in self._watched():
+            if self.stop.is_set():
                 continue
-            meta = CHILD_META.format(self.mapping.name, cname)
             sample = self.reader.sample_child_cursor(self.mapping, child)
             if sample is None:
                 continue
@@ -313,7 +319,7 @@ class MappingSync:
             with drained(self._writer(counts, None, False)) as writer:
                 while not self.stop.is_set():
                     stmt, params = self.statements.get(
-                        f"changed:{cname}",
+                        f"changed:{meta}",
                         lambda since, upper, child=child, **k: q.changed_parents_query(
                             child, since, upper, _key(k), self.page_size
                         ),

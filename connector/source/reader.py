@@ -189,7 +189,7 @@ class ShopReader:
     def sample_child_cursor(self, mapping: Mapping, child: ChildSpec) -> Any:
         """One non-NULL value of a child collection's own cursor column; cached."""
         assert child.cursor is not None
-        name = f"{mapping.name}/{child.name}"
+        name = f"{mapping.name}/{child.path}"
         if name in self._samples:
             return self._samples[name]
         rel = q.relation(child.table, child.query, [child.cursor])
@@ -218,8 +218,8 @@ class ShopReader:
                     problems.append(Problem(f, path, f"unknown column {c!r} in {src.label}"))
             if src.table:
                 self._index_warning(insp, src.table, src.cursor, f, "source.cursor", problems)
-        for name, child in mapping.children.items():
-            path = f"children.{name}"
+        for child in [*mapping.children.values(), *mapping.changes.values()]:
+            path = child.path
             ccols = self._columns(insp, child.table, child.query, f, path, problems)
             if ccols is None:
                 continue
