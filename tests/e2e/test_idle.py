@@ -1,8 +1,11 @@
 """Passes that find nothing: one run row per mapping, status/health still true, and state
-written beside the service (``reset``) still read by its next pass."""
+written beside the service (``reset``) still read by its next pass. ``[changes]`` tables (the
+example product mappings, whose cursor is one indexed column): a change in a watched table
+re-sends the rows it links to, and only the items that changed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +74,38 @@ def test_idle_passes_share_a_run_row_and_reset_is_seen(env: Env) -> None:
         assert again.counts.items_sent == total
         assert len(env.sandbox.records("customers")) == total
         assert rt.syncer("customers").run_pass().counts.items_sent == 0
+
+
+def test_a_renamed_translation_re_sends_its_variations_in_that_language(env: Env) -> None:
+    env.use_mappings(["products", "products_variations", "products_images"])
+    assert env.cli("sync").code == 0
+    live = env.sql(
+        "SELECT MIN(v.product_id) AS p FROM product_variations v"
+        " JOIN products p ON p.id = v.product_id WHERE p.deleted_at IS NULL"
+    )
+    pid = live[0]["p"]
+    variations = [
+        r["id"] for r in env.sql("SELECT id FROM product_variations WHERE product_id = :p", p=pid)
+    ]
+    before = dict(env.sandbox.records("products_variations"))
+    time.sleep(0.01)
+    mark = len(env.sandbox.requests)
+    env.execute(
+        "UPDATE product_translations SET name = 'Nouveau nom', updated_at = :now"
+        " WHERE product_id = :p AND lang = 'fr'",
+        now=shop_now(),
+        p=pid,
+    )
+    assert env.cli("sync").code == 0
+    sent = sorted((r.path, r.item_count) for r in env.sandbox.requests[mark:])
+    assert sent == [("/v1/products", 1), ("/v1/products/variations/bulk", len(variations))]
+    after = env.sandbox.records("products_variations")
+    for v in variations:
+        assert after[f"{pid}|{v}|fr"]["name"].startswith("Nouveau nom - ")
+        assert after[f"{pid}|{v}|en"] == before[f"{pid}|{v}|en"]
+    assert env.sandbox.records("products")[f"{pid}|fr"]["name"] == "Nouveau nom"
+
+    # a pass with nothing changed reads the watched tables and sends nothing
+    mark = len(env.sandbox.requests)
+    assert env.cli("sync").code == 0
+    assert env.sandbox.requests[mark:] == []
