@@ -20,8 +20,9 @@ from connector.destination.budget import Budget
 from connector.destination.client import ApiClient, RetryPolicy
 from connector.mapping import CompiledMapping, Mapping, load_mappings
 from connector.source.reader import ShopReader
+from connector.source.statements import Statements
 from connector.state.store import StateStore
-from connector.sync import MappingSync, PassResult, ProgressFn, Statements
+from connector.sync import MappingSync, PassResult, ProgressFn
 
 log = logging.getLogger("connector")
 

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
-import sqlalchemy as sa
-
 from connector.batching import PageWriter, Position
 from connector.destination.client import ApiClient
 from connector.errors import AuthError, ConnectorError, SchemaMismatchError
@@ -34,6 +32,7 @@ from connector.mapping.compile import CompiledMapping, MissingColumn
 from connector.mapping.spec import ChildSpec, Mapping
 from connector.source import query as q
 from connector.source.reader import ShopReader
+from connector.source.statements import Statements, key_of, named
 from connector.state.model import Cursor, RunCounts, key_from_json, key_json
 from connector.state.store import StateStore
 from connector.timeutil import utc_now
@@ -260,8 +259,8 @@ class MappingSync:
             while not self.stop.is_set():
                 stmt, params = self.statements.get(
                     "null",
-                    lambda **k: q.null_cursor_query(self.mapping.source, _key(k), self.page_size),
-                    **_named("k", after),
+                    lambda **k: q.null_cursor_query(self.mapping.source, key_of(k), self.page_size),
+                    **named("k", after),
                 )
                 rows = self._read(stmt, "reading rows with a NULL cursor", params)
                 if not rows:
@@ -321,11 +320,11 @@ class MappingSync:
                     stmt, params = self.statements.get(
                         f"changed:{meta}",
                         lambda since, upper, child=child, **k: q.changed_parents_query(
-                            child, since, upper, _key(k), self.page_size
+                            child, since, upper, key_of(k), self.page_size
                         ),
                         since=since,
                         upper=upper,
-                        **_named("k", after),
+                        **named("k", after),
                     )
                     links = self._read(stmt, f"{child.path}: reading changed child rows", params)
                     if not links:
@@ -351,13 +350,13 @@ class MappingSync:
         """The page query after ``start`` up to ``upper``, and its parameters."""
 
         def build(start: Any, upper: Any, **k: Any) -> Any:
-            at = None if start is None else q.Position(start, _key(k))
+            at = None if start is None else q.Position(start, key_of(k))
             return q.page_query(self.mapping.source, at, upper, self.page_size)
 
         if start is None:
             return self.statements.get("page", build, start=None, upper=upper)
         return self.statements.get(
-            "page", build, start=start.value, upper=upper, **_named("k", start.key)
+            "page", build, start=start.value, upper=upper, **named("k", start.key)
         )
 
     def _read(
@@ -429,45 +428,6 @@ class MappingSync:
                     # version was accepted, the reconciliation deletes it on ShopiMind
                     self.store.settle(self.mapping.name, gone)
         return counts
-
-
-class Statements:
-    """The statements of one mapping's passes, each built once per shape with bound
-    parameters and reused by the passes that follow (the runtime keeps one per mapping).
-
-    Building a query costs SQLAlchemy more than running it on an idle pass (and a new statement
-    object must have its cache key computed before the compiled form is found); the values
-    themselves change every pass. Each parameter gets the type SQLAlchemy would give the value
-    as a literal, and the shape of a statement includes the values' Python types and which of
-    them are None, so the SQL and the bound values are what the literal query would give."""
-
-    def __init__(self) -> None:
-        self._built: dict[tuple[Any, ...], Any] = {}
-
-    def get(
-        self, kind: str, build: Callable[..., Any], **values: Any
-    ) -> tuple[Any, dict[str, Any]]:
-        """The statement ``build(**parameters)`` gives for the shape of ``values`` (a None
-        value is passed as None, not as a parameter), and the parameters to run it with."""
-        shape = (kind, *((name, type(v)) for name, v in values.items()))
-        stmt = self._built.get(shape)
-        if stmt is None:
-            binds = {
-                name: None if v is None else sa.bindparam(name, type_=sa.literal(v).type)
-                for name, v in values.items()
-            }
-            stmt = self._built[shape] = build(**binds)
-        return stmt, {name: v for name, v in values.items() if v is not None}
-
-
-def _named(prefix: str, values: Sequence[Any] | None) -> dict[str, Any]:
-    """``values`` as keyword arguments ``<prefix>0``, ``<prefix>1``... (none for None)."""
-    return {} if values is None else {f"{prefix}{i}": v for i, v in enumerate(values)}
-
-
-def _key(named: dict[str, Any]) -> tuple[Any, ...] | None:
-    """The tuple ``_named`` made keyword arguments of (None when there were none)."""
-    return tuple(named.values()) or None
 
 
 @contextmanager
