@@ -20,6 +20,7 @@ from connector.destination.budget import Budget
 from connector.destination.client import ApiClient, RetryPolicy
 from connector.mapping import CompiledMapping, Mapping, load_mappings
 from connector.source.reader import ShopReader
+from connector.source.statements import Statements
 from connector.state.store import StateStore
 from connector.sync import MappingSync, PassResult, ProgressFn
 
@@ -49,6 +50,8 @@ class Runtime:
     pool: ThreadPoolExecutor | None = None
     # custom data / events: definition ids and event types provisioned by this process
     provisioned: dict[str, str] = field(default_factory=dict)
+    # each mapping's pass statements, built once (see sync.Statements)
+    statements: dict[str, Statements] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -130,6 +133,7 @@ class Runtime:
             progress=progress,
             pool=self.pool,
             max_in_flight=self.config.sync.max_in_flight,
+            statements=self.statements.setdefault(name, Statements()),
             **extra,
         )
 

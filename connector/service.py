@@ -317,12 +317,19 @@ class Service:
                     name=f"reconcile {name}",
                     executor="reconcile",
                 )
-        for name in self.mappings:
+        names = self.mappings
+        for i, name in enumerate(names):
+            # every mapping's first pass starts now; later ones are spread over the interval,
+            # so idle passes run one after the other instead of all at once: no burst of
+            # threads contending for the interpreter and for more database connections than
+            # the pools keep (a new connection costs more than the pass)
+            offset = timedelta(seconds=self.interval * i / len(names))
             sched.add_job(
                 self._job,
                 "interval",
                 args=[name],
                 seconds=self.interval,
+                start_date=now + offset,
                 next_run_time=now,
                 max_instances=1,
                 coalesce=True,

@@ -22,18 +22,20 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 from connector.batching import PageWriter, Position
 from connector.destination.client import ApiClient
 from connector.errors import AuthError, ConnectorError, SchemaMismatchError
 from connector.mapping.compile import CompiledMapping, MissingColumn
-from connector.mapping.spec import Mapping
+from connector.mapping.spec import ChildSpec, Mapping
 from connector.source import query as q
 from connector.source.reader import ShopReader
+from connector.source.statements import Statements, key_of, named
 from connector.state.model import Cursor, RunCounts, key_from_json, key_json
 from connector.state.store import StateStore
+from connector.timeutil import utc_now
 from connector.transform import (
     Unit,
     get_column,
@@ -49,6 +51,7 @@ ProgressFn = Callable[[str, int], None]
 FORCE_META = "force_resend:{}"
 CHILD_META = "child_cursor:{}:{}"
 API_REJECT_ATTEMPTS = 3  # an item the API rejected is sent at most this many times unchanged
+RUNNING_ROW_AFTER = 1.0  # seconds: a pass still running by then shows in the run history
 
 
 @dataclass
@@ -78,6 +81,7 @@ class MappingSync:
         progress: ProgressFn | None = None,
         pool: Executor | None = None,
         max_in_flight: int = 1,
+        statements: Statements | None = None,
     ) -> None:
         self.compiled = compiled
         self.mapping: Mapping = compiled.mapping
@@ -93,24 +97,41 @@ class MappingSync:
         self.progress = progress
         self.pool = pool
         self.max_in_flight = max_in_flight
+        self.statements = statements or Statements()
         self._force_until: Any = None
-        self._any_rejects = True  # until counted at the start of a pass
+        self._any_rejects = True  # until read at the start of a pass
+        # per pass: see run_pass
+        self._in_pass = False
+        self._started = 0.0
+        self._started_at: datetime = utc_now()
+        self._run_id: int | None = None
+        self._now: datetime | None = None
+        self._meta: dict[str, str | None] = {}
+        self._meta_out: dict[str, str] = {}
+        self._saved_cursor: Cursor | None = None  # as the pass found it
+        self._end: Position | None = None
+        self._end_known = False
 
     # --- a pass ----------------------------------------------------------------------------------
 
     def run_pass(self) -> PassResult:
+        """One pass. Its shop reads share one connection and one reading of the database clock;
+        its run row is written when it ends (one statement), or when it has run for
+        ``RUNNING_ROW_AFTER`` seconds, so that ``status`` shows a long pass as running."""
         name = self.mapping.name
-        started = time.monotonic()
+        self._started, self._started_at = time.monotonic(), utc_now()
+        self._run_id, self._now, self._meta_out, self._end_known = None, None, {}, False
         counts = RunCounts()
-        run_id = self.store.start_run(name)
         result = PassResult(name, "ok", counts)
         try:
-            self._work(counts)
+            self._in_pass = True
+            with self.reader.session():
+                self._work(counts)
             if self.stop.is_set():
                 result.outcome = "interrupted"
                 result.message = self.interrupted
         except AuthError:
-            self.store.finish_run(run_id, counts, "failed", "API key rejected (401/403)")
+            self._end_run(counts, "failed", "API key rejected (401/403)")
             raise
         except ConnectorError as exc:
             if self.stop.is_set():  # stopping: what was not sent is simply not sent yet
@@ -118,16 +139,57 @@ class MappingSync:
                 result.message = f"{self.interrupted} ({exc})"
             else:
                 result.outcome, result.message = "failed", str(exc)
-        result.seconds = time.monotonic() - started
-        result.cursor = self.store.get_cursor(name)
-        self.store.finish_run(run_id, counts, result.outcome, result.message)
+        finally:
+            self._in_pass = False
+        result.seconds = time.monotonic() - self._started
+        if result.outcome == "ok" and self._end_known:  # the scan knows where it left it
+            result.cursor = None if self._end is None else Cursor(self._end[0], self._end[1])
+        else:
+            result.cursor = self.store.get_cursor(name)
+        self._end_run(counts, result.outcome, result.message)
         return result
 
     interrupted = "stopped; the cursor is saved after the last accepted batch"
 
+    def _end_run(self, counts: RunCounts, outcome: str, message: str | None) -> None:
+        c = counts
+        idle = outcome == "ok" and not (
+            c.items_sent or c.accepted or c.rejected or c.deleted or c.requests
+        )
+        self.store.end_run(
+            self.mapping.name,
+            self._run_id,
+            self._started_at,
+            counts,
+            outcome,
+            message,
+            idle=idle,
+            meta=self._meta_out,
+        )
+
+    def _running(self) -> None:
+        """Called as a pass reads: once it has run long enough, write its running row."""
+        if (
+            self._in_pass
+            and self._run_id is None
+            and time.monotonic() - self._started >= RUNNING_ROW_AFTER
+        ):
+            self._run_id = self.store.start_run(self.mapping.name, self._started_at)
+
+    def _clock(self) -> datetime:
+        """The database clock, read once per pass: every upper bound of the pass comes from it
+        (what changes after it is read by the next pass)."""
+        if self._now is None:
+            self._now = self.reader.db_now_utc()
+        return self._now
+
     def _work(self, counts: RunCounts) -> None:
         """The phases of a pass; each one returns early once ``stop`` is set."""
-        self._any_rejects = self.store.count_rejects(self.mapping.name) > 0
+        name = self.mapping.name
+        metas = [FORCE_META.format(name), *(meta for meta, _child in self._watched())]
+        state = self.store.pass_state(name, metas)
+        self._saved_cursor, self._meta = state.cursor, state.meta
+        self._any_rejects = state.open_rejects
         self._mark_children()
         self._scan(counts)
         if not self.stop.is_set():
@@ -155,23 +217,25 @@ class MappingSync:
     def _scan(self, counts: RunCounts) -> None:
         """Rows after the saved cursor (minus the lookback window), page by page."""
         spec = self.mapping.source
+        saved = self._saved_cursor
+        self._end = (saved.value, saved.key) if saved else None
         sample = self.reader.sample_cursor(self.mapping)
         if sample is None:
+            self._end_known = True
             return  # no row has a cursor value yet
-        upper = q.upper_bound(self.reader.db_now_utc(), self.lag, sample, self.tz)
-        saved = self.store.get_cursor(self.mapping.name)
+        upper = q.upper_bound(self._clock(), self.lag, sample, self.tz)
         start: q.Position | None = None
         if saved is not None:
             start = q.Position(q.shift_back(saved.value, spec.lookback, self.tz), None)
         force_meta = FORCE_META.format(self.mapping.name)
-        forced = self.store.get_meta(force_meta)
+        forced = self._meta.get(force_meta)
         self._force_until = Cursor.from_json(forced).value if forced else None
-        writer = self._writer(counts, (saved.value, saved.key) if saved else None, True)
+        writer = self._writer(counts, self._end, True)
         try:
             with drained(writer):
                 while not self.stop.is_set():
-                    stmt = q.page_query(spec, start, upper, self.page_size)
-                    rows = self._read(stmt, "reading a page")
+                    stmt, params = self._page(start, upper)
+                    rows = self._read(stmt, "reading a page", params)
                     if not rows:
                         break
                     counts.rows_read += len(rows)
@@ -184,6 +248,7 @@ class MappingSync:
                         break
         finally:
             self._force_until = None
+        self._end, self._end_known = writer.saved, True
         if forced and not self.stop.is_set():
             self.store.set_meta(force_meta, "")
 
@@ -192,8 +257,12 @@ class MappingSync:
         after: tuple[Any, ...] | None = None
         with drained(self._writer(counts, None, False)) as writer:
             while not self.stop.is_set():
-                stmt = q.null_cursor_query(self.mapping.source, after, self.page_size)
-                rows = self._read(stmt, "reading rows with a NULL cursor")
+                stmt, params = self.statements.get(
+                    "null",
+                    lambda **k: q.null_cursor_query(self.mapping.source, key_of(k), self.page_size),
+                    **named("k", after),
+                )
+                rows = self._read(stmt, "reading rows with a NULL cursor", params)
                 if not rows:
                     return
                 counts.rows_read += len(rows)
@@ -202,34 +271,42 @@ class MappingSync:
                 if len(rows) < self.page_size:
                     return
 
+    def _watched(self) -> list[tuple[str, ChildSpec]]:
+        """Children with their own cursor and ``[changes]`` tables, with the setting that
+        holds where each one was last read."""
+        name = self.mapping.name
+        out = [(CHILD_META.format(name, c), ch) for c, ch in self.mapping.children.items()]
+        out += [(CHILD_META.format(name, ch.path), ch) for ch in self.mapping.changes.values()]
+        return [(meta, ch) for meta, ch in out if ch.cursor is not None]
+
     def _mark_children(self) -> None:
         """Before the first parent scan ever: note where each child cursor stands. Every child
         change after that moment is then re-checked by ``_child_changes``, even if the first
         backfill is interrupted and resumed days later; changes before it are read with their
         parent by the scan."""
-        for cname, child in self.mapping.children.items():
-            meta = CHILD_META.format(self.mapping.name, cname)
-            if child.cursor is None or self.store.get_meta(meta):
+        for meta, child in self._watched():
+            if self._meta.get(meta):
                 continue
             sample = self.reader.sample_child_cursor(self.mapping, child)
             mark: Any = None  # no child row yet: every future one counts
             if sample is not None:
-                mark = q.upper_bound(self.reader.db_now_utc(), self.lag, sample, self.tz)
+                mark = q.upper_bound(self._clock(), self.lag, sample, self.tz)
                 if mark is None:  # not a time: the newest value
                     mark = self.reader.scalar(q.child_max_cursor_query(child), f"{child.path}")
-            self.store.set_meta(meta, Cursor(mark, ()).to_json())
+            text = self._meta[meta] = Cursor(mark, ()).to_json()
+            self.store.set_meta(meta, text)
 
     def _child_changes(self, counts: RunCounts) -> None:
-        """Children with their own cursor: a changed child re-sends its parent (hash-checked)."""
-        for cname, child in self.mapping.children.items():
-            if child.cursor is None or self.stop.is_set():
+        """Children with their own cursor (and ``[changes]`` tables): a changed child re-sends
+        its parent (hash-checked)."""
+        for meta, child in self._watched():
+            if self.stop.is_set():
                 continue
-            meta = CHILD_META.format(self.mapping.name, cname)
             sample = self.reader.sample_child_cursor(self.mapping, child)
             if sample is None:
                 continue
-            upper = q.upper_bound(self.reader.db_now_utc(), self.lag, sample, self.tz)
-            raw = self.store.get_meta(meta)
+            upper = q.upper_bound(self._clock(), self.lag, sample, self.tz)
+            raw = self._meta.get(meta)
             if not raw:  # marked at the start of the first pass; absent only after an upgrade
                 continue
             mark = Cursor.from_json(raw).value
@@ -240,10 +317,16 @@ class MappingSync:
             newest = mark
             with drained(self._writer(counts, None, False)) as writer:
                 while not self.stop.is_set():
-                    links = self._read(
-                        q.changed_parents_query(child, since, upper, after, self.page_size),
-                        f"{child.path}: reading changed child rows",
+                    stmt, params = self.statements.get(
+                        f"changed:{meta}",
+                        lambda since, upper, child=child, **k: q.changed_parents_query(
+                            child, since, upper, key_of(k), self.page_size
+                        ),
+                        since=since,
+                        upper=upper,
+                        **named("k", after),
                     )
+                    links = self._read(stmt, f"{child.path}: reading changed child rows", params)
                     if not links:
                         break
                     keys = [tuple(get_column(r, c) for c in child.child_columns) for r in links]
@@ -257,15 +340,30 @@ class MappingSync:
                     newest = _max(newest, links[-1][q.CURSOR_LABEL])
                     if len(links) < self.page_size:
                         break
-            if not self.stop.is_set():
-                self.store.set_meta(
-                    meta, Cursor(upper if upper is not None else newest, ()).to_json()
-                )
+            if not self.stop.is_set():  # saved with the pass's run row (an older mark is safe:
+                # it only makes the next pass re-check more child rows)
+                self._meta_out[meta] = Cursor(upper if upper is not None else newest, ()).to_json()
 
     # --- a page ----------------------------------------------------------------------------------
 
-    def _read(self, stmt: Any, what: str) -> list[dict[str, Any]]:
-        return self.reader.fetch(stmt, f"{self.mapping.file}: {what}")
+    def _page(self, start: q.Position | None, upper: Any) -> tuple[Any, dict[str, Any]]:
+        """The page query after ``start`` up to ``upper``, and its parameters."""
+
+        def build(start: Any, upper: Any, **k: Any) -> Any:
+            at = None if start is None else q.Position(start, key_of(k))
+            return q.page_query(self.mapping.source, at, upper, self.page_size)
+
+        if start is None:
+            return self.statements.get("page", build, start=None, upper=upper)
+        return self.statements.get(
+            "page", build, start=start.value, upper=upper, **named("k", start.key)
+        )
+
+    def _read(
+        self, stmt: Any, what: str, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        self._running()
+        return self.reader.fetch(stmt, f"{self.mapping.file}: {what}", params)
 
     def _deliver(self, rows: Sequence[dict[str, Any]], writer: PageWriter) -> None:
         try:

@@ -23,13 +23,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Soak variants (marked ``slow``) are not collected unless ``--soak`` is given: they are a
-    separate, longer run (``make soak``), not skipped tests."""
-    if config.getoption("--soak"):
-        return
-    slow = [item for item in items if "slow" in item.keywords]
-    if slow:
-        config.hook.pytest_deselected(items=slow)
-        items[:] = [item for item in items if "slow" not in item.keywords]
+    separate, longer run (``make soak``), not skipped tests. Tests marked ``server_only`` exist
+    only for PostgreSQL and MariaDB: their SQLite variant is deselected, not skipped."""
+    soak = bool(config.getoption("--soak"))
+
+    def unwanted(item: pytest.Item) -> bool:
+        if "slow" in item.keywords and not soak:
+            return True
+        params = getattr(item, "callspec", None)
+        backend = params.params.get("backend") if params is not None else None
+        return "server_only" in item.keywords and backend == "sqlite"
+
+    dropped = [item for item in items if unwanted(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not unwanted(item)]
 
 
 def configured_backends() -> list[str]:

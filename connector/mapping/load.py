@@ -22,7 +22,7 @@ from connector.mapping.spec import (
 )
 from connector.registry import Field, Resource
 
-_TOP_KEYS = {"resource", "source", "fields", "children", "enabled", "description"}
+_TOP_KEYS = {"resource", "source", "fields", "children", "changes", "enabled", "description"}
 _SOURCE_KEYS = {
     "table",
     "query",
@@ -46,6 +46,7 @@ _VALUE_KEYS = {
     "timezone",
 }
 _CHILD_KEYS = {"table", "query", "parent_key", "order_by", "cursor", "fields", "value"}
+_CHANGES_KEYS = {"table", "query", "parent_key", "cursor"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 _LINE = re.compile(r"at line (\d+)")
 
@@ -155,6 +156,7 @@ def parse_mapping(data: dict[str, Any], *, name: str, ctx: _Ctx) -> Mapping | No
         child = _child(resource, cname, cdata, source, ctx)
         if child is not None:
             children[cname] = child
+    changes = _changes(data.get("changes", {}), source, ctx)
     mapped = set(fields) | set(children)
     for f in resource.fields:
         if f.name in fields and f.name in children:
@@ -178,6 +180,7 @@ def parse_mapping(data: dict[str, Any], *, name: str, ctx: _Ctx) -> Mapping | No
         fields=fields,
         children=children,
         enabled=bool(enabled),
+        changes=changes,
     )
 
 
@@ -408,22 +411,7 @@ def _child(
                 f"{path}.{k}", f"unknown key (expected one of: {', '.join(sorted(_CHILD_KEYS))})"
             )
     table, query = _table_or_query(data, path, ctx)
-    pk = data.get("parent_key")
-    pairs: tuple[tuple[str, str], ...] = ()
-    if isinstance(pk, dict):
-        if not pk or not all(isinstance(v, str) and _IDENT.match(v) for v in pk.values()):
-            ctx.err(f"{path}.parent_key", "must map child column = parent column")
-        else:
-            pairs = tuple((str(c), str(p)) for c, p in pk.items())
-    else:
-        cols = _names(pk, f"{path}.parent_key", ctx)
-        if cols and len(cols) != len(source.key):
-            ctx.err(
-                f"{path}.parent_key",
-                f"has {len(cols)} column(s) but the parent key {list(source.key)} has "
-                f"{len(source.key)}; use a table {{ child_col = 'parent_col' }} to pair them",
-            )
-        pairs = tuple(zip(cols, source.key, strict=False))
+    pairs = _parent_key(data.get("parent_key"), path, source, ctx)
     order_by = _names(data.get("order_by"), f"{path}.order_by", ctx, required=False)
     cursor = data.get("cursor")
     if cursor is not None and (not isinstance(cursor, str) or not _IDENT.match(cursor)):
@@ -451,3 +439,49 @@ def _child(
     if not pairs or (table is None and query is None):
         return None
     return ChildSpec(name, path, table, query, pairs, order_by, cursor, fields, value)
+
+
+def _parent_key(pk: Any, path: str, source: SourceSpec, ctx: _Ctx) -> tuple[tuple[str, str], ...]:
+    """``parent_key``: (child column, parent column) pairs."""
+    if isinstance(pk, dict):
+        if not pk or not all(isinstance(v, str) and _IDENT.match(v) for v in pk.values()):
+            ctx.err(f"{path}.parent_key", "must map child column = parent column")
+            return ()
+        return tuple((str(c), str(p)) for c, p in pk.items())
+    cols = _names(pk, f"{path}.parent_key", ctx)
+    if cols and len(cols) != len(source.key):
+        ctx.err(
+            f"{path}.parent_key",
+            f"has {len(cols)} column(s) but the parent key {list(source.key)} has "
+            f"{len(source.key)}; use a table {{ child_col = 'parent_col' }} to pair them",
+        )
+    return tuple(zip(cols, source.key, strict=False))
+
+
+def _changes(data: Any, source: SourceSpec, ctx: _Ctx) -> dict[str, ChildSpec]:
+    """``[changes.NAME]``: another table whose changed rows (by its own cursor) re-send the
+    parent rows they link to, like a child collection with a cursor that fills no field. So a
+    source joining several tables can take one indexed column as its cursor instead of the
+    later of their timestamps, which no index serves."""
+    if not isinstance(data, dict):
+        ctx.err("changes", "must be a table of [changes.NAME] tables")
+        return {}
+    out: dict[str, ChildSpec] = {}
+    for name, item in data.items():
+        path = f"changes.{name}"
+        if not isinstance(item, dict):
+            ctx.err(path, "must be a table (table/query, parent_key, cursor)")
+            continue
+        for k in item:
+            if k not in _CHANGES_KEYS:
+                keys = ", ".join(sorted(_CHANGES_KEYS))
+                ctx.err(f"{path}.{k}", f"unknown key (expected one of: {keys})")
+        table, query = _table_or_query(item, path, ctx)
+        pairs = _parent_key(item.get("parent_key"), path, source, ctx)
+        cursor = item.get("cursor")
+        if not isinstance(cursor, str) or not _IDENT.match(cursor):
+            ctx.err(f"{path}.cursor", "missing or not a column name: the column that changes")
+            continue
+        if pairs and (table is not None or query is not None):
+            out[name] = ChildSpec(name, path, table, query, pairs, cursor=cursor)
+    return out

@@ -214,6 +214,8 @@ class Mapping:
     kind: Literal["resource", "custom_data", "event"] = "resource"
     definition: DefinitionSpec | None = None  # kind "custom_data"
     event: EventSpec | None = None  # kind "event"
+    # [changes.NAME]: other tables whose changes re-send their parent rows (no field of their own)
+    changes: dict[str, ChildSpec] = field(default_factory=dict)
 
     def column_uses(self) -> list[tuple[str, str]]:
         """(key path in the file, column) for every source column the mapping reads."""
@@ -226,6 +228,6 @@ class Mapping:
         for spec in self.fields.values():
             inner = spec.fields.values() if isinstance(spec, ObjectSpec) else [spec]
             uses.extend((v.path, c) for v in inner for c in v.referenced_columns)
-        for ch in self.children.values():
+        for ch in [*self.children.values(), *self.changes.values()]:
             uses.extend((f"{ch.path}.parent_key", c) for c in ch.parent_columns)
         return uses

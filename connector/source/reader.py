@@ -5,10 +5,11 @@ This is the one place where SQLAlchemy errors from the shop database become ``So
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -18,6 +19,7 @@ from connector.mapping.spec import ChildSpec, Mapping
 from connector.source import query as q
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
@@ -38,10 +40,26 @@ def short_cause(exc: BaseException) -> str:
     return text[:300]
 
 
-class ShopReader:
-    """Read-only access to the shop database. Whoever creates it closes it."""
+class _Pin:
+    """The connection the reads of one thread share inside :meth:`ShopReader.session`."""
 
-    def __init__(self, url: sa.URL, *, connect_timeout: float = 10.0) -> None:
+    conn: sa.Connection | None = None
+
+
+class ShopReader:
+    """Read-only access to the shop database. Whoever creates it closes it.
+
+    Reads run on pooled connections, each checked out for one statement, or for a whole
+    :meth:`session` (a pass), so a pass pays for one checkout, not one per statement.
+    ``pool_size`` is how many idle connections the pool keeps for the threads that read at the
+    same time (the service's passes).
+
+    A pooled connection is not pinged before use (``pool_pre_ping`` costs a round trip per
+    checkout, more than an idle pass's own statements on a warm connection): a read that finds
+    its connection dead (the server restarted, a firewall dropped it while idle) runs once
+    more on a new connection, which is safe since every statement here only reads."""
+
+    def __init__(self, url: sa.URL, *, connect_timeout: float = 10.0, pool_size: int = 2) -> None:
         self.url = url
         self.display_url = url.render_as_string(hide_password=True)
         # every read is one statement on a connection of its own (no transaction spans two),
@@ -50,8 +68,7 @@ class ShopReader:
         self.engine = (
             sa.create_engine(
                 url,
-                pool_pre_ping=True,
-                pool_size=2,
+                pool_size=max(1, pool_size),
                 isolation_level="AUTOCOMMIT",
                 connect_args=_connect_args(url, connect_timeout),
             )
@@ -59,6 +76,7 @@ class ShopReader:
             else sa.create_engine(url, connect_args=_connect_args(url, connect_timeout))
         )
         self._samples: dict[str, Any] = {}
+        self._local = threading.local()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -82,15 +100,64 @@ class ShopReader:
                 f"shop database {self.display_url}: {what} failed: {short_cause(exc)}"
             ) from exc
 
-    def fetch(self, stmt: sa.Executable, what: str = "query") -> list[Row]:
-        with self._errors(what), self.engine.connect() as conn:
-            result = conn.execute(stmt)
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Reads of this thread inside the block share one connection, checked out at the first
+        read and returned at the end. Every read is still a statement of its own in autocommit
+        (PostgreSQL, MariaDB) or outside any transaction (SQLite's driver opens none for a
+        SELECT), so it sees what was committed before it, as on a connection of its own. A
+        connection lost meanwhile is replaced (see the class). Nested sessions share the outer
+        one."""
+        if getattr(self._local, "pin", None) is not None:
+            yield
+            return
+        pin = self._local.pin = _Pin()
+        try:
+            yield
+        finally:
+            self._local.pin = None
+            if pin.conn is not None:
+                pin.conn.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        pin: _Pin | None = getattr(self._local, "pin", None)
+        if pin is None:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        if pin.conn is not None and pin.conn.invalidated:
+            pin.conn.close()
+            pin.conn = None
+        if pin.conn is None:
+            pin.conn = self.engine.connect()
+        yield pin.conn
+
+    def _run(self, what: str, read: Callable[[sa.Connection], T]) -> T:
+        with self._errors(what):
+            try:
+                with self._connection() as conn:
+                    return read(conn)
+            except sa.exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            # the connection was dead (SQLAlchemy invalidated it, and the pool's connections
+            # older than it): once more on a new one
+            with self._connection() as conn:
+                return read(conn)
+
+    def fetch(
+        self, stmt: sa.Executable, what: str = "query", params: dict[str, Any] | None = None
+    ) -> list[Row]:
+        def read(conn: sa.Connection) -> list[Row]:
+            result = conn.execute(stmt, params)
             names = list(result.keys())  # as dict(row mapping): a repeated name keeps the last
             return [dict(zip(names, r, strict=True)) for r in result.fetchall()]
 
+        return self._run(what, read)
+
     def scalar(self, stmt: sa.Executable, what: str = "query") -> Any:
-        with self._errors(what), self.engine.connect() as conn:
-            return conn.execute(stmt).scalar()
+        return self._run(what, lambda conn: conn.execute(stmt).scalar())
 
     def db_now_utc(self) -> datetime:
         """The database server's clock (not this machine's), as an aware UTC datetime."""
@@ -122,7 +189,7 @@ class ShopReader:
     def sample_child_cursor(self, mapping: Mapping, child: ChildSpec) -> Any:
         """One non-NULL value of a child collection's own cursor column; cached."""
         assert child.cursor is not None
-        name = f"{mapping.name}/{child.name}"
+        name = f"{mapping.name}/{child.path}"
         if name in self._samples:
             return self._samples[name]
         rel = q.relation(child.table, child.query, [child.cursor])
@@ -151,8 +218,8 @@ class ShopReader:
                     problems.append(Problem(f, path, f"unknown column {c!r} in {src.label}"))
             if src.table:
                 self._index_warning(insp, src.table, src.cursor, f, "source.cursor", problems)
-        for name, child in mapping.children.items():
-            path = f"children.{name}"
+        for child in [*mapping.children.values(), *mapping.changes.values()]:
+            path = child.path
             ccols = self._columns(insp, child.table, child.query, f, path, problems)
             if ccols is None:
                 continue

@@ -11,9 +11,11 @@ Keys longer than 255 characters are stored under a hash (see :mod:`connector.sta
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -60,6 +62,15 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[i : i + CHUNK]
 
 
+@dataclass(frozen=True)
+class PassState:
+    """What a pass of one mapping reads from the state database before it starts."""
+
+    cursor: Cursor | None
+    meta: dict[str, str | None]  # the settings asked for (None: not set)
+    open_rejects: bool  # the mapping has open rejected items
+
+
 class StateStore:
     """The connector's own database. Creating it connects lazily and does not check the schema."""
 
@@ -90,6 +101,9 @@ class StateStore:
         if backend == "sqlite":
             memory = self._url.database in (None, "", ":memory:")
             sa.event.listen(self._engine, "connect", _sqlite_pragmas(busy_timeout, not memory))
+        # mapping -> id of its newest run row when that row is an idle pass of this process,
+        # which the next idle pass of the mapping overwrites (see ``end_run``)
+        self._idle_runs: dict[str, int] = {}
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -206,6 +220,20 @@ class StateStore:
                 sa.select(t.cursors.c.cursor_json).where(t.cursors.c.mapping == mapping)
             )
         return None if text is None else Cursor.from_json(text)
+
+    def pass_state(self, mapping: str, meta: Sequence[str] = ()) -> PassState:
+        """The cursor of ``mapping``, the settings named in ``meta`` and whether the mapping has
+        open rejects, in one statement (a pass that finds nothing runs a few statements in all;
+        this saves it one per value)."""
+        names = list(dict.fromkeys(meta))
+        params = {"mapping": mapping, **{f"meta{i}": n for i, n in enumerate(names)}}
+        with self._read() as conn:
+            text, rejects, *values = conn.execute(_pass_state_query(len(names)), params).one()
+        return PassState(
+            cursor=None if text is None else Cursor.from_json(text),
+            meta={n: None if v is None else str(v) for n, v in zip(names, values, strict=True)},
+            open_rejects=bool(rejects),
+        )
 
     def set_cursor(self, mapping: str, cursor: Cursor | None) -> None:
         """Save the cursor of ``mapping``; ``None`` deletes it (the next pass starts over)."""
@@ -373,25 +401,68 @@ class StateStore:
 
     # -- runs and status ----------------------------------------------------------------------
 
-    def start_run(self, mapping: str) -> int:
+    def start_run(self, mapping: str, started_at: datetime | None = None) -> int:
+        """A run row for a pass that is running (outcome and end unset until ``finish_run``)."""
         values = dict.fromkeys(t.RUN_COUNT_COLUMNS, 0)
+        self._idle_runs.pop(mapping, None)
         with self._tx() as conn:
-            result = conn.execute(
-                sa.insert(t.runs).values(mapping=mapping, started_at=utc_now(), **values)
-            )
-            key = result.inserted_primary_key
-            if key is None:  # pragma: no cover - every backend reports the new id
-                raise StateError(f"state database {self._display}: no id for the new run")
-            return int(key[0])
+            return self._insert_run(conn, mapping, started_at or utc_now(), values)
+
+    def _insert_run(
+        self, conn: sa.Connection, mapping: str, started_at: datetime, values: dict[str, Any]
+    ) -> int:
+        row = {"mapping": mapping, "started_at": started_at, **values}
+        result = conn.execute(t.runs.insert(), row)
+        key = result.inserted_primary_key
+        if key is None:  # pragma: no cover - every backend reports the new id
+            raise StateError(f"state database {self._display}: no id for the new run")
+        return int(key[0])
 
     def finish_run(self, run_id: int, counts: RunCounts, outcome: str, message: str | None) -> None:
-        values = {name: getattr(counts, name) for name in t.RUN_COUNT_COLUMNS}
+        self.end_run("", run_id, None, counts, outcome, message)
+
+    def end_run(
+        self,
+        mapping: str,
+        run_id: int | None,
+        started_at: datetime | None,
+        counts: RunCounts,
+        outcome: str,
+        message: str | None,
+        *,
+        idle: bool = False,
+        meta: dict[str, str] | None = None,
+    ) -> None:
+        """Record the end of a pass, and the settings in ``meta``, in one transaction.
+
+        ``run_id`` is the pass's running row (``start_run``), or None when it has none: then
+        the row is written whole now (``started_at``: when the pass started). A pass that found
+        nothing to do (``idle``) overwrites the row of the previous pass of ``mapping`` when
+        that one was idle too and is still the newest row of the mapping, so a service polling
+        an unchanged shop keeps one run row per mapping, always the latest pass, instead of
+        adding one every poll interval: ``status`` and ``health`` read the same last run and
+        last success time as with a row per pass.
+        """
+        values: dict[str, Any] = {name: getattr(counts, name) for name in t.RUN_COUNT_COLUMNS}
+        values.update(ended_at=utc_now(), outcome=outcome, message=message)
+        started_at = started_at or values["ended_at"]
         with self._tx() as conn:
-            conn.execute(
-                sa.update(t.runs)
-                .where(t.runs.c.id == run_id)
-                .values(ended_at=utc_now(), outcome=outcome, message=message, **values)
-            )
+            bound = {f"v_{k}": v for k, v in values.items()}
+            if run_id is not None:
+                conn.execute(_FINISH_RUN, {"run_id": run_id, **bound})
+            else:
+                previous = self._idle_runs.pop(mapping, None)
+                if previous is not None and idle:
+                    bound.update(run_id=previous, run_mapping=mapping, v_started_at=started_at)
+                    done = conn.execute(_REWRITE_RUN, bound)
+                    run_id = previous if done.rowcount == 1 else None
+                if run_id is None:
+                    run_id = self._insert_run(conn, mapping, started_at, values)
+            if meta:
+                rows = [{"name": k, "value": v} for k, v in meta.items()]
+                t.upsert(conn, t.meta, rows, ("name",), ("value",))
+        if idle:  # committed: the next idle pass of the mapping may overwrite it
+            self._idle_runs[mapping] = run_id
 
     def last_run(self, mapping: str) -> RunRecord | None:
         query = sa.select(t.runs).where(t.runs.c.mapping == mapping).order_by(t.runs.c.id.desc())
@@ -468,6 +539,49 @@ class StateStore:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+# Statements of every pass, built once: building a statement costs SQLAlchemy several times
+# more than executing it once it is built (its compiled form is then cached too).
+
+
+@functools.cache
+def _pass_state_query(metas: int) -> sa.Select[Any]:
+    cu, me, rj = t.cursors.c, t.meta.c, t.rejects.c
+    mapping = sa.bindparam("mapping", type_=cu.mapping.type)
+    columns: list[Any] = [
+        sa.select(cu.cursor_json).where(cu.mapping == mapping).scalar_subquery(),
+        sa.exists().where(rj.mapping == mapping, rj.open_key.is_not(None)),
+        *(
+            sa.select(me.value).where(me.name == sa.bindparam(f"meta{i}")).scalar_subquery()
+            for i in range(metas)
+        ),
+    ]
+    return sa.select(*(c.label(f"v{i}") for i, c in enumerate(columns)))
+
+
+def _run_update() -> sa.Update:
+    columns = ("ended_at", "outcome", "message", *t.RUN_COUNT_COLUMNS)
+    return sa.update(t.runs).values(
+        {c: sa.bindparam(f"v_{c}", type_=t.runs.c[c].type) for c in columns}
+    )
+
+
+_FINISH_RUN = _run_update().where(t.runs.c.id == sa.bindparam("run_id"))
+# the newest row of the mapping only; through a derived table, as MariaDB/MySQL refuse a
+# subquery on the table being updated otherwise
+_NEWEST_RUN = (
+    sa.select(sa.func.max(t.runs.c.id).label("id"))
+    .where(t.runs.c.mapping == sa.bindparam("run_mapping"))
+    .subquery()
+)
+_REWRITE_RUN = (
+    _run_update()
+    .values(started_at=sa.bindparam("v_started_at", type_=t.runs.c.started_at.type))
+    .where(
+        t.runs.c.id == sa.bindparam("run_id"),
+        t.runs.c.id == sa.select(_NEWEST_RUN.c.id).scalar_subquery(),
+    )
+)
 
 
 def _sqlite_pragmas(busy_timeout: float, wal: bool) -> Any:

@@ -138,11 +138,13 @@ def test_shop_database_down_mid_run(env: Env, monkeypatch: pytest.MonkeyPatch) -
     calls = {"n": 0}
     real = ShopReader.fetch
 
-    def flaky(self: ShopReader, stmt: object, what: str = "query") -> list[dict[str, object]]:
+    def flaky(
+        self: ShopReader, stmt: object, what: str = "query", params: object = None
+    ) -> list[dict[str, object]]:
         calls["n"] += "reading a page" in what
         if calls["n"] == 2 and "reading a page" in what:  # the table goes between two pages
             env.execute("ALTER TABLE customers RENAME TO customers_away")
-        return real(self, stmt, what)  # type: ignore[arg-type]
+        return real(self, stmt, what, params)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ShopReader, "fetch", flaky)
     res = env.cli("sync")

@@ -339,3 +339,42 @@ def test_dates_ids_templates_and_id_lists(tmp_path: Path) -> None:
     assert item["created_at"] == "2026-01-01T00:00:00.000Z"
     assert item["updated_at"] == "2026-01-31T23:00:00.000Z"
     assert item["category_ids"] == [4, 12]
+
+
+def test_changes_tables(tmp_path: Path) -> None:
+    text = ORDERS + textwrap.dedent(
+        """
+        [changes.customer]
+        table = "customers"
+        parent_key = { id = "customer_id" }
+        cursor = "updated_at"
+        """
+    )
+    m = load_mapping_file(write(tmp_path, "orders", text))
+    (watched,) = m.changes.values()
+    assert (watched.name, watched.path, watched.table, watched.cursor) == (
+        "customer",
+        "changes.customer",
+        "customers",
+        "updated_at",
+    )
+    assert watched.parent_key == (("id", "customer_id"),) and not watched.fields
+    assert ("changes.customer.parent_key", "customer_id") in m.column_uses()
+    assert "customer" not in m.children  # it fills no field
+
+    bad = ORDERS + textwrap.dedent(
+        """
+        [changes.customer]
+        table = "customers"
+        parent_key = { id = "customer_id" }
+        value = "x"
+        [changes.other]
+        parent_key = ["order_id"]
+        cursor = "updated_at"
+        """
+    )
+    write(tmp_path, "orders", bad)
+    found = problems(tmp_path)
+    assert any("changes.customer.value: unknown key" in p for p in found), found
+    assert any("changes.customer.cursor: missing" in p for p in found), found
+    assert any("changes.other" in p and "table" in p for p in found), found

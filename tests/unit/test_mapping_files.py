@@ -194,7 +194,8 @@ def table_columns(src: dict[str, Any]) -> set[str] | None:
 
 
 def referenced(doc: dict[str, Any]) -> dict[str, set[str]]:
-    """Columns each source of a mapping must have: 'source' and 'children.<name>'."""
+    """Columns each source of a mapping must have: 'source', 'children.<name>' and
+    'changes.<name>'."""
     src = doc["source"]
     parent = set(as_list(src["key"])) | {src["cursor"]}
     if "cursor_fallback" in src:
@@ -221,7 +222,21 @@ def referenced(doc: dict[str, Any]) -> dict[str, set[str]]:
                 cols.add(child[key])
         walk(child.get("fields", {}), cols)
         out[f"children.{name}"] = cols
+    for name, watched in doc.get("changes", {}).items():
+        pk = watched["parent_key"]
+        cols = {watched["cursor"], *(pk if isinstance(pk, dict) else as_list(pk))}
+        parent |= set(pk.values()) if isinstance(pk, dict) else set(as_list(src["key"]))
+        out[f"changes.{name}"] = cols
     return out
+
+
+def sources_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every source of a mapping by the name ``referenced`` gives it."""
+    return (
+        {"source": doc["source"]}
+        | {f"children.{n}": c for n, c in doc.get("children", {}).items()}
+        | {f"changes.{n}": c for n, c in doc.get("changes", {}).items()}
+    )
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -237,7 +252,8 @@ def test_file_names_its_resource_and_has_a_header(path: Path) -> None:
     assert doc["resource"] == path.stem
     resource_of(doc)
     assert path.read_text(encoding="utf-8").startswith("# "), "explain the mapping in a header"
-    assert set(doc) <= {"resource", "source", "fields", "children", "enabled", "description"}
+    top = {"resource", "source", "fields", "children", "changes", "enabled", "description"}
+    assert set(doc) <= top
 
 
 @pytest.mark.parametrize("path", FILES, ids=IDS)
@@ -289,9 +305,7 @@ def test_fields_are_registry_fields_and_required_ones_are_mapped(path: Path) -> 
 @pytest.mark.parametrize("path", FILES, ids=IDS)
 def test_columns_exist_in_the_demo_shop(path: Path, demo: sa.Engine) -> None:
     doc = load(path)
-    sources = {"source": doc["source"]} | {
-        f"children.{n}": c for n, c in doc.get("children", {}).items()
-    }
+    sources = sources_of(doc)
     for where, cols in referenced(doc).items():
         have = table_columns(sources[where])
         if have is None:  # a query: run it
@@ -346,9 +360,7 @@ def test_queries_run_on_every_backend(db_url: str) -> None:
         shop.populate(engine, scale=0.05)
         for path in FILES:
             doc = load(path)
-            sources = {"source": doc["source"]} | {
-                f"children.{n}": c for n, c in doc.get("children", {}).items()
-            }
+            sources = sources_of(doc)
             for where, cols in referenced(doc).items():
                 if "query" in sources[where]:
                     have, rows = source_rows(engine, sources[where])

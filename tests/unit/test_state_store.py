@@ -508,3 +508,68 @@ def test_announce_and_commit_write_the_rows_tables_upsert_writes(store: StateSto
     assert (t.key_id(LONG_KEY), LONG_KEY, H2, "sent") in got["m"]
     assert store.get_hashes("m", [*keys, k(2)]) == {k(1): H1, LONG_KEY: H2, k(2): H3}
     assert all(s.tzinfo is not None and abs(s - now) < timedelta(minutes=5) for s in stamps)
+
+
+def test_pass_state_in_one_read(store: StateStore) -> None:
+    empty = store.pass_state("m", ["force:m", "child:m"])
+    assert empty.cursor is None and not empty.open_rejects
+    assert empty.meta == {"force:m": None, "child:m": None}
+    store.commit_batch("m", accepted=[], rejects=[reject(k(1))], cursor=Cursor(7, (2,)))
+    store.set_meta("child:m", "x")
+    st = store.pass_state("m", ["force:m", "child:m"])
+    assert st.cursor == Cursor(7, (2,)) and st.open_rejects
+    assert st.meta == {"force:m": None, "child:m": "x"}
+    other = store.pass_state("n")
+    assert other.cursor is None and not other.open_rejects and other.meta == {}
+
+
+def test_idle_passes_rewrite_their_run_row(store: StateStore, db_url: str) -> None:
+    t0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    idle, busy = RunCounts(rows_read=3, unchanged=3), RunCounts(rows_read=1, items_sent=1)
+
+    def ids() -> list[int]:
+        with store._read() as conn:
+            return list(conn.scalars(sa.select(t.runs.c.id).where(t.runs.c.mapping == "m")))
+
+    store.end_run("m", None, t0, idle, "ok", None, idle=True, meta={"child:m": "a"})
+    (first,) = ids()
+    assert store.get_meta("child:m") == "a"
+    store.end_run("m", None, t0 + timedelta(seconds=5), idle, "ok", None, idle=True)
+    assert ids() == [first]
+    last = store.last_run("m")
+    assert last is not None and last.started_at == t0 + timedelta(seconds=5)
+    assert last.counts == idle and last.outcome == "ok"
+    assert store.last_ok_at("m") == last.ended_at
+
+    # a pass that did something keeps its row; the idle one after it gets a new row
+    store.end_run("m", None, t0, busy, "ok", None)
+    store.end_run("m", None, t0, idle, "ok", None, idle=True)
+    store.end_run("m", None, t0, idle, "ok", None, idle=True)
+    assert len(ids()) == 3
+    busy_row = ids()[1]
+    with store._read() as conn:
+        sent = conn.scalar(sa.select(t.runs.c.items_sent).where(t.runs.c.id == busy_row))
+    assert sent == 1
+
+    # a failed pass is never rewritten, nor is a row that is no longer the newest
+    store.end_run("m", None, t0, RunCounts(), "failed", "boom")
+    store.end_run("m", None, t0, idle, "ok", None, idle=True)
+    assert len(ids()) == 5
+    other = StateStore(db_url)  # another process wrote a newer row meanwhile
+    try:
+        other.finish_run(other.start_run("m"), busy, "ok", None)
+    finally:
+        other.close()
+    store.end_run("m", None, t0, idle, "ok", None, idle=True)
+    assert len(ids()) == 7
+
+    # a long pass has its running row, finished by end_run
+    running = store.start_run("m", t0)
+    store.end_run("m", running, t0, busy, "interrupted", "stopped", meta={"child:m": "b"})
+    last = store.last_run("m")
+    assert last is not None and (last.id, last.outcome, last.counts) == (
+        running,
+        "interrupted",
+        busy,
+    )
+    assert last.started_at == t0 and store.get_meta("child:m") == "b"
