@@ -19,11 +19,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
 from connector.batching import PageWriter, Position
 from connector.destination.client import ApiClient
@@ -49,6 +49,8 @@ log = logging.getLogger("connector.sync")
 
 ProgressFn = Callable[[str, int], None]
 FORCE_META = "force_resend:{}"
+_T = TypeVar("_T")
+_Page = tuple[list[dict[str, Any]], dict[str, Any]]  # rows, and child rows grouped by parent
 CHILD_META = "child_cursor:{}:{}"
 API_REJECT_ATTEMPTS = 3  # an item the API rejected is sent at most this many times unchanged
 RUNNING_ROW_AFTER = 1.0  # seconds: a pass still running by then shows in the run history
@@ -231,22 +233,31 @@ class MappingSync:
         forced = self._meta.get(force_meta)
         self._force_until = Cursor.from_json(forced).value if forced else None
         writer = self._writer(counts, self._end, True)
+        ahead: ThreadPoolExecutor | None = None  # reads the next page while this one is sent
         try:
             with drained(writer):
+                rows, children = self._fetch_page(start, upper), None
                 while not self.stop.is_set():
-                    stmt, params = self._page(start, upper)
-                    rows = self._read(stmt, "reading a page", params)
                     if not rows:
                         break
                     counts.rows_read += len(rows)
-                    self._deliver(rows, writer)
                     last = rows[-1]
                     start = q.Position(last[q.CURSOR_LABEL], row_key(last, self.mapping))
+                    following: Future[_Page] | None = None
+                    if len(rows) == self.page_size:  # more to come: a backfill or a burst
+                        if ahead is None:
+                            ahead = ThreadPoolExecutor(1, f"read-{self.mapping.name}")
+                        following = ahead.submit(self._read_page, start, upper)
+                    self._deliver(rows, writer, children)
                     if self.progress:
                         self.progress(self.mapping.name, len(rows))
-                    if len(rows) < self.page_size:
+                    if following is None:
                         break
+                    self._running()
+                    rows, children = self._translated(following.result)
         finally:
+            if ahead is not None:
+                ahead.shutdown(wait=True, cancel_futures=True)
             self._force_until = None
         self._end, self._end_known = writer.saved, True
         if forced and not self.stop.is_set():
@@ -365,24 +376,53 @@ class MappingSync:
         self._running()
         return self.reader.fetch(stmt, f"{self.mapping.file}: {what}", params)
 
-    def _deliver(self, rows: Sequence[dict[str, Any]], writer: PageWriter) -> None:
-        try:
-            children = {}
-            for cname, child in self.mapping.children.items():
-                links = list(dict.fromkeys(parent_link(r, child) for r in rows))
-                kids = (
-                    self._read(q.children_query(child, links), f"{child.path}: reading child rows")
-                    if links
-                    else []
+    def _fetch_page(self, start: q.Position | None, upper: Any) -> list[dict[str, Any]]:
+        stmt, params = self._page(start, upper)
+        return self._read(stmt, "reading a page", params)
+
+    def _read_page(self, start: q.Position | None, upper: Any) -> _Page:
+        """The page after ``start`` with its child rows, read on the read-ahead thread (the
+        reader's connections are per thread; nothing here touches the state database)."""
+        stmt, params = self._page(start, upper)
+        rows = self.reader.fetch(stmt, f"{self.mapping.file}: reading a page", params)
+        return rows, self._children(rows)
+
+    def _children(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        children = {}
+        for cname, child in self.mapping.children.items():
+            links = list(dict.fromkeys(parent_link(r, child) for r in rows))
+            kids = (
+                self.reader.fetch(
+                    q.children_query(child, links),
+                    f"{self.mapping.file}: {child.path}: reading child rows",
                 )
-                children[cname] = group_children(child, kids)
-            units = transform_page(self.compiled, rows, children)
+                if links
+                else []
+            )
+            children[cname] = group_children(child, kids)
+        return children
+
+    def _translated(self, read: Callable[[], _T]) -> _T:
+        """Run ``read`` (or a page building step); a column the mapping names but the rows lack
+        is the mapping's problem, said as such."""
+        try:
+            return read()
         except MissingColumn as exc:
             raise SchemaMismatchError(
                 f"{self.mapping.file}: {exc.path}: column {exc.column!r} is not in the rows read "
                 f"from {self.mapping.source.label}; nothing of this page was sent and the cursor "
                 "stays. Fix the mapping (`shopimind-connector check` lists such problems)."
             ) from None
+
+    def _deliver(
+        self,
+        rows: Sequence[dict[str, Any]],
+        writer: PageWriter,
+        children: dict[str, Any] | None = None,
+    ) -> None:
+        """Map a page (reading its child rows unless given) and hand it to the writer."""
+        kids = children if children is not None else self._translated(lambda: self._children(rows))
+        units = self._translated(lambda: transform_page(self.compiled, rows, kids))
         writer.write(units, rows)
 
     def _forced(self, u: Unit) -> bool:

@@ -290,6 +290,8 @@ class StateStore:
         for r in latest.values():
             if r.mapping != mapping:
                 raise ValueError(f"reject of mapping {r.mapping!r} in a batch of {mapping!r}")
+        if not (hashes or latest or cursor is not None):
+            return  # e.g. an idle pass's re-read window, all unchanged: no empty transaction
         text = None if cursor is None else cursor.to_json()
         now = utc_now()
         records = [

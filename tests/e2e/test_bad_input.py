@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,14 +139,20 @@ def test_shop_database_down_mid_run(env: Env, monkeypatch: pytest.MonkeyPatch) -
     total = len(live_customers(env))
     calls = {"n": 0}
     real = ShopReader.fetch
+    first_page_read = threading.Event()  # with its child rows
 
     def flaky(
         self: ShopReader, stmt: object, what: str = "query", params: object = None
     ) -> list[dict[str, object]]:
-        calls["n"] += "reading a page" in what
-        if calls["n"] == 2 and "reading a page" in what:  # the table goes between two pages
-            env.execute("ALTER TABLE customers RENAME TO customers_away")
-        return real(self, stmt, what, params)  # type: ignore[arg-type]
+        if "reading a page" in what:
+            calls["n"] += 1
+            if calls["n"] == 2:  # the table goes between two pages (the second is read ahead
+                first_page_read.wait(30)  # while the first is sent: after its child rows)
+                env.execute("ALTER TABLE customers RENAME TO customers_away")
+        rows = real(self, stmt, what, params)  # type: ignore[arg-type]
+        if "reading child rows" in what:
+            first_page_read.set()
+        return rows
 
     monkeypatch.setattr(ShopReader, "fetch", flaky)
     res = env.cli("sync")
@@ -178,13 +186,11 @@ def test_api_down_mid_run_resumes_after_last_accepted_batch(
     real = ApiClient.send_items
     sent = {"n": 0}
 
-    def failing_after_one(
-        self: ApiClient, path: str, items: list[object], *, what: str = ""
-    ) -> object:
+    def failing_after_one(self: ApiClient, path: str, items: list[object], **kw: Any) -> object:
         sent["n"] += 1
         if sent["n"] == 2:
             env.sandbox.inject(status=502, count=1000)
-        return real(self, path, items, what=what)
+        return real(self, path, items, **kw)
 
     env.write_config(sync={"mappings_dir": str(env.mappings), "max_in_flight": 1})
     monkeypatch.setattr(ApiClient, "send_items", failing_after_one)
