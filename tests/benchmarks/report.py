@@ -284,6 +284,30 @@ CHANGES = """\
   item's field order is computed once per mapping.
 * `connector/transform.py`: the canonical JSON encoder for the payload hash is built once (the
   same text, so the same hashes as before); per-page child-link lookups are precomputed.
+
+Second round (session 2):
+
+* Budget (figure 1): deletes are held across upsert batches until the delete limit (20 ids a
+  request instead of 1.1; the cursor never passes a held delete); the writer waits for *any*
+  request in flight to end, not the oldest; the write-ahead of new keys runs on the send pool;
+  requests reuse each item's canonical JSON (the payload hash's text) instead of encoding it
+  again; a backfill reads the next page and its child rows on a read-ahead thread while the
+  current page is mapped and sent. The sandbox (the test API) finds bulk-delete ids through an
+  index instead of scanning its store, and listens with a backlog of 128 connections.
+* Extraction (figure 2): up to 10 delivered batches share one state transaction; the state
+  upserts are precompiled and sent to `executemany` as tuples; each mapped object is built by
+  one generated function; money, numbers and text timestamps take exact fast paths (tested
+  against the general path); open rejects are closed with one `UPDATE ... IN` per 500 keys.
+* Idle cost (figure 3): a pass reads its state (cursor, settings, open rejects) in one
+  statement, the shop clock once, reuses its statements with bound parameters, reads the shop
+  on one connection without a pre-ping (a dead connection is replaced and the read retried),
+  writes its run row once (consecutive idle passes share one row) and no empty state
+  transaction; the service spreads the mappings' passes over the poll interval.
+* Example mappings: order and cart lines look the product's manufacturer up with a scalar
+  subquery (a JOIN made PostgreSQL hash the whole products table for every page at its default
+  `random_page_cost`); products, variations and images use their table's indexed `updated_at`
+  as the cursor and watch the other tables through `[changes.NAME]` sections (no CASE cursor,
+  which no index can serve).
 """
 
 
