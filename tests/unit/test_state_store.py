@@ -573,3 +573,14 @@ def test_idle_passes_rewrite_their_run_row(store: StateStore, db_url: str) -> No
         busy,
     )
     assert last.started_at == t0 and store.get_meta("child:m") == "b"
+
+
+def test_a_batch_with_nothing_to_record_opens_no_transaction(store: StateStore) -> None:
+    """An idle pass re-reads its lookback window and finds every row unchanged: its writer
+    commits an empty batch, which must not cost a state transaction."""
+    begins: list[int] = []
+    sa.event.listen(store._engine, "begin", lambda conn: begins.append(1))
+    store.commit_batch("m", accepted=[], rejects=[], cursor=None)
+    assert begins == []
+    store.commit_batch("m", accepted=[], rejects=[], cursor=Cursor(3, (1,)))
+    assert len(begins) == 1 and store.get_cursor("m") == Cursor(3, (1,))
