@@ -19,6 +19,7 @@ from connector.config import Config
 from connector.destination.budget import Budget
 from connector.destination.client import ApiClient, RetryPolicy
 from connector.mapping import CompiledMapping, Mapping, load_mappings
+from connector.memory import limit_malloc_arenas
 from connector.source.reader import ShopReader
 from connector.source.statements import Statements
 from connector.state.store import StateStore
@@ -65,6 +66,7 @@ class Runtime:
         on_request: Callable[[str, int | None, float], None] | None = None,
     ) -> Runtime:
         """Load mappings, open the state store (schema checked), the shop DB and the API client."""
+        limit_malloc_arenas()  # before any worker thread: see connector/memory.py
         mappings = load_mappings(config.mappings_path, list(only or config.sync.only) or None)
         stop = stop or threading.Event()
         store = load_state(config)

@@ -45,4 +45,7 @@ def test_service_reconciles_hard_deletes_on_its_schedule(db_url: str, tmp_path: 
             proc.send_signal(signal.SIGTERM)
             _out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-        assert "orders: reconcile ok" in err and "deleted=1" in err
+        # the reconciliation that deleted the victim logged it; it may have been stopped by the
+        # SIGTERM sent as soon as the sandbox saw the delete ("stopped; the rest stays pending")
+        line = next(x for x in err.splitlines() if "orders: reconcile" in x and "deleted=1" in x)
+        assert "orders: reconcile ok" in line or "stopped; the rest stays pending" in line, line
