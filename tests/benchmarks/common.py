@@ -202,15 +202,21 @@ class SandboxProc:
             self.proc.wait()
 
 
+AHEAD = "read ahead (shop queries)"
+
+
 class Stages:
     """Wall time spent in the stages of a pass, on the thread running it: shop reads, mapping
-    (transform), state lookups and commits. Patches the runtime's objects; ``restore`` undoes."""
+    (transform), state lookups and commits. Reads on the read-ahead thread (``read-<mapping>``)
+    overlap the pass thread's work: they are timed apart, in ``self.ahead``. Patches the
+    runtime's objects; ``restore`` undoes."""
 
     def __init__(self, rt: Runtime, send_threads: Sequence[str] = ()) -> None:
         """``send_threads``: state store methods run on the send threads, timed apart (in
         ``self.send``), when the store has them."""
         self.seconds: dict[str, float] = {}
         self.send: dict[str, float] = {}
+        self.ahead: dict[str, float] = {AHEAD: 0.0}
         self.calls: dict[str, int] = {}
         self._undo: list[tuple[Any, str, Any]] = []
         for name in send_threads:
@@ -234,9 +240,13 @@ class Stages:
             try:
                 return fn(*args, **kwargs)
             finally:
+                took = time.perf_counter() - started
                 with lock:
-                    box[label] += time.perf_counter() - started
-                    self.calls[label] += 1
+                    if into is None and threading.current_thread().name.startswith("read-"):
+                        self.ahead[AHEAD] += took  # off the pass thread
+                    else:
+                        box[label] += took
+                        self.calls[label] += 1
 
         self._undo.append((obj, name, obj.__dict__.get(name) if hasattr(obj, "__dict__") else None))
         setattr(obj, name, timed)

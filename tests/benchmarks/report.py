@@ -303,6 +303,10 @@ Second round (session 2):
   on one connection without a pre-ping (a dead connection is replaced and the read retried),
   writes its run row once (consecutive idle passes share one row) and no empty state
   transaction; the service spreads the mappings' passes over the poll interval.
+* Memory (figure 4): the process limits glibc to two malloc arenas (`connector/memory.py`):
+  with pages read ahead on one thread and freed on another, one arena per thread let the peak
+  RSS of a 1M-row backfill reach 106 MB against 94 MB for 100k rows (ratio 1.13); with two
+  arenas 90 MB against 89 MB.
 * Example mappings: order and cart lines look the product's manufacturer up with a scalar
   subquery (a JOIN made PostgreSQL hash the whole products table for every page at its default
   `random_page_cost`); products, variations and images use their table's indexed `updated_at`

@@ -89,6 +89,7 @@ class Run:
     rows: int = 0
     wall: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)  # on the pass thread, s
+    ahead: float = 0.0  # shop reads on the read-ahead thread (overlapping the pass thread), s
     send_state: dict[str, tuple[int, float]] = field(default_factory=dict)  # calls, s
     sandbox_cpu: float = 0.0  # % of one core
 
@@ -132,6 +133,7 @@ def _run(url: str, tmp: Path, name: str, rpm: int, seconds: float, warmup: float
             run.sandbox_cpu = (cpu_seconds(sb.proc.pid) - sb_cpu0) / (stopped - started) * 100
             stages.restore()
             run.stages = dict(stages.seconds)
+            run.ahead = sum(stages.ahead.values())
             run.send_state = {k: (stages.calls[k], v) for k, v in stages.send.items()}
             run.rows, run.wall = done[0].counts.rows_read, stopped - started
             cursor = rt.store.get_cursor(name)
@@ -173,7 +175,9 @@ def _why(run: Run, label: str, budget: float) -> str:
         f"{label}: {run.rate:.1f} requests/s with {run.in_flight:.1f} requests in flight on "
         f"average (rate x answer time); at the {run.answer:.2f} s answers seen, the budget needs "
         f"about {needed:.0f}. The pass thread was busy {busy:.0%} of the time (us per row: "
-        f"{parts}); CPU: connector {run.cpu:.0f}%, sandbox {run.sandbox_cpu:.0f}% of a core."
+        f"{parts}; on the read-ahead thread, overlapping: shop reads "
+        f"{run.ahead / max(run.rows, 1) * 1e6:.0f}); CPU: connector {run.cpu:.0f}%, sandbox "
+        f"{run.sandbox_cpu:.0f}% of a core."
     )
     if run.in_flight <= 5:
         text += (
@@ -198,7 +202,7 @@ def _why(run: Run, label: str, budget: float) -> str:
             top = max(run.stages, key=lambda k: run.stages[k])
             text += f"; its largest share here: {top}"
             if run.label == "orders" and top.startswith("read"):
-                text += " (the order lines' query: see the PostgreSQL plan in figure 2)"
+                text += " (the page query joins customers and carts; see figure 2's plan)"
         text += "."
     for name, (calls, seconds) in run.send_state.items():
         if calls:
