@@ -192,8 +192,12 @@ class PageWriter:
         if self.pool is None:
             self.store.announce(self.mapping.name, keys)
             return
-        self._announcing = [f for f in self._announcing if not f.done() or f.exception()]
+        self._announcing = self._unsettled_announces()
         self._announcing.append(self.pool.submit(self.store.announce, self.mapping.name, keys))
+
+    def _unsettled_announces(self) -> list[Future[None]]:
+        """Write-aheads still running, or failed (a batch waiting on them fails too)."""
+        return [f for f in self._announcing if not f.done() or f.exception()]
 
     def _open_busy(self) -> bool:
         b = self._open
@@ -232,7 +236,7 @@ class PageWriter:
         self._submit(batch)
 
     def _submit(self, batch: Batch) -> None:
-        batch.after = [f for f in self._announcing if not f.done() or f.exception()]
+        batch.after = self._unsettled_announces()
         if not (batch.sends or batch.deletes):
             done: Future[Batch] = Future()
             done.set_result(batch)
@@ -291,11 +295,9 @@ class PageWriter:
         units = batch.sends
         items = [u.item for u in units]
         what = f"{self.mapping.name}: POST {res.path}"
-        if all(u.body for u in units):  # the canonical JSON of the hash: not encoded again
-            bodies = [u.body for u in units]
-            result = self.client.send_items(res.path, items, what=what, encoded=bodies)
-        else:
-            result = self.client.send_items(res.path, items, what=what)
+        # each unit's canonical JSON (what its hash hashes) is the request body: not encoded again
+        bodies = [u.body for u in units] if all(u.body for u in units) else None
+        result = self.client.send_items(res.path, items, what=what, encoded=bodies)
         batch.counts.requests += result.requests
         batch.counts.items_sent += len(items)
         refused = {i for i, _ in result.rejected if i >= 0}

@@ -236,7 +236,8 @@ class MappingSync:
         ahead: ThreadPoolExecutor | None = None  # reads the next page while this one is sent
         try:
             with drained(writer):
-                rows, children = self._fetch_page(start, upper), None
+                self._running()
+                rows, children = self._page_rows(start, upper), None
                 while not self.stop.is_set():
                     if not rows:
                         break
@@ -376,15 +377,15 @@ class MappingSync:
         self._running()
         return self.reader.fetch(stmt, f"{self.mapping.file}: {what}", params)
 
-    def _fetch_page(self, start: q.Position | None, upper: Any) -> list[dict[str, Any]]:
+    def _page_rows(self, start: q.Position | None, upper: Any) -> list[dict[str, Any]]:
+        """The page after ``start``; touches only the shop database (the reader's connections
+        are per thread), so it also runs on the read-ahead thread."""
         stmt, params = self._page(start, upper)
-        return self._read(stmt, "reading a page", params)
+        return self.reader.fetch(stmt, f"{self.mapping.file}: reading a page", params)
 
     def _read_page(self, start: q.Position | None, upper: Any) -> _Page:
-        """The page after ``start`` with its child rows, read on the read-ahead thread (the
-        reader's connections are per thread; nothing here touches the state database)."""
-        stmt, params = self._page(start, upper)
-        rows = self.reader.fetch(stmt, f"{self.mapping.file}: reading a page", params)
+        """The page after ``start`` with its child rows, on the read-ahead thread."""
+        rows = self._page_rows(start, upper)
         return rows, self._children(rows)
 
     def _children(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -153,6 +153,8 @@ class ApiClient:
         body already encoded as JSON (instead of ``body``).
         """
         what = what or f"{method} {path}"
+        if content is not None:  # already JSON: httpx sets the type only for ``json=``
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         attempt = 0
         while True:
             if self.budget.acquire(self.stop) < 0:
@@ -164,18 +166,9 @@ class ApiClient:
             retry_after: float | None = None
             ambiguous = True
             try:
-                if content is None:
-                    resp = self._http.request(
-                        method, path, json=body, params=params, headers=headers
-                    )
-                else:
-                    resp = self._http.request(
-                        method,
-                        path,
-                        content=content,
-                        params=params,
-                        headers={**(headers or {}), "Content-Type": "application/json"},
-                    )
+                resp = self._http.request(
+                    method, path, content=content, json=body, params=params, headers=headers
+                )
                 status = resp.status_code
             except NOT_SENT as exc:
                 cause, ambiguous = f"connection failed ({type(exc).__name__}), not sent", False

@@ -141,7 +141,7 @@ def test_idle_cost(settings: Settings, shops: Shops, record: Recorder, tmp_path:
             + ". Their cursor (CASE WHEN t.updated_at > p.updated_at ... AS sync_updated_at in "
             "the example mappings) cannot use any index, so every pass scans and sorts the "
             "whole query. Such a mapping should take an indexed column as its cursor and "
-            "capture the other table's changes as a child with its own cursor."
+            "watch the other table through a [changes.NAME] section (its own cursor)."
         )
     other = [r for r in slow if r not in expr]
     if other:

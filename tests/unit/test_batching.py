@@ -71,7 +71,9 @@ class FakeClient:
             self.delete_calls.append(got)
             self.deleted.extend(got)
 
-    def send_items(self, path: str, items: list[dict[str, Any]], *, what: str = "") -> BatchResult:
+    def send_items(
+        self, path: str, items: list[dict[str, Any]], *, what: str = "", encoded: object = None
+    ) -> BatchResult:
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -396,7 +398,9 @@ class SlowHead(FakeClient):
         self.release = threading.Event()
         self.before_release = -1  # batches answered while the first one was still in flight
 
-    def send_items(self, path: str, items: list[dict[str, Any]], *, what: str = "") -> BatchResult:
+    def send_items(
+        self, path: str, items: list[dict[str, Any]], *, what: str = "", encoded: object = None
+    ) -> BatchResult:
         if items[0]["manufacturer_id"] == "1":
             self.release.wait(5)
             with self.lock:
@@ -440,7 +444,9 @@ class CheckAnnounced(FakeClient):
         store.announce_delay = 0.05
         self.early: list[int] = []
 
-    def send_items(self, path: str, items: list[dict[str, Any]], *, what: str = "") -> BatchResult:
+    def send_items(
+        self, path: str, items: list[dict[str, Any]], *, what: str = "", encoded: object = None
+    ) -> BatchResult:
         with self.store.lock:
             ids = [int(i["manufacturer_id"]) for i in items]
             self.early += [i for i in ids if key_json((i,)) not in self.store.announced]
