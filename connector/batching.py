@@ -12,7 +12,7 @@ held back precedes: the open upsert batch and the held deletes each remember the
 before their first unit, and a batch submitted while the other queue holds units commits at most
 that position (None: the cursor does not move). If a batch fails, nothing after it moves the
 cursor (batches after it that were accepted still record their hashes, so they are not re-sent),
-and the error is raised.
+and the error is raised. A batch itself, and how it is sent, are in :mod:`connector._batch`.
 """
 
 from __future__ import annotations
@@ -22,63 +22,24 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass, field
 from typing import Any
 
+from connector._batch import Batch, BatchSender, Position, position_after
 from connector.destination.client import ApiClient
 from connector.mapping.compile import CompiledMapping
-from connector.state.model import Accepted, Cursor, Reject, RunCounts
+from connector.state.model import Cursor, Reject, RunCounts
 from connector.state.store import StateStore
-from connector.transform import Unit, payload_hash
+from connector.transform import Unit
+
+__all__ = ["GROUP_BATCHES", "PageWriter", "Position", "position_after"]
 
 log = logging.getLogger("connector.sync")
-
-Position = tuple[Any, tuple[Any, ...]]
 
 # delivered batches committed together in one state transaction: a transaction costs about as
 # much as recording a hundred rows, so one per batch of 50 doubled the state store's share of a
 # backfill. A crash loses at most this many delivered batches' records (re-sent on restart, as
 # at-least-once allows: their keys were announced before sending).
 GROUP_BATCHES = 10
-
-
-def position_after(a: Position, b: Position) -> bool:
-    try:
-        return bool((a[0], a[1]) > (b[0], b[1]))
-    except TypeError:  # values of different forms: the database's order is the truth
-        return True
-
-
-@dataclass
-class Batch:
-    sends: list[Unit] = field(default_factory=list)
-    deletes: list[tuple[Unit, dict[str, Any]]] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
-    settled: list[str] = field(default_factory=list)  # deleted before ever accepted
-    last: Position | None = None
-    # filled by the send
-    accepted: list[Accepted] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    counts: RunCounts = field(default_factory=RunCounts)
-    error: Exception | None = None  # a delete failed after the upserts were accepted
-    after: list[Future[None]] = field(default_factory=list)  # write-ahead to wait for first
-
-    def merge(self, later: Batch) -> Batch:
-        """Two consecutive, delivered batches as one commit."""
-        out = Batch(
-            rejects=[*self.rejects, *later.rejects],
-            settled=[*self.settled, *later.settled],
-            last=later.last if later.last is not None else self.last,
-            accepted=[*self.accepted, *later.accepted],
-            deleted=[*self.deleted, *later.deleted],
-        )
-        for name in ("requests", "items_sent", "accepted", "deleted"):
-            setattr(out.counts, name, getattr(self.counts, name) + getattr(later.counts, name))
-        return out
-
-    @property
-    def empty(self) -> bool:
-        return not (self.sends or self.deletes or self.rejects or self.settled or self.last)
 
 
 class PageWriter:
@@ -105,6 +66,7 @@ class PageWriter:
         self.compiled = compiled
         self.mapping = compiled.mapping
         self.client = client
+        self._sender = BatchSender(compiled, client)  # runs on the send pool
         self.store = store
         self.counts = counts
         self.stop = stop
@@ -244,13 +206,13 @@ class PageWriter:
         elif self.pool is None or self._target() <= 1:
             fut: Future[Batch] = Future()
             try:
-                fut.set_result(self._deliver(batch))
+                fut.set_result(self._sender.deliver(batch))
             except BaseException as exc:  # committed (or not) in order by _commit_ready
                 fut.set_exception(exc)
             self._pending.append((batch, fut))
         else:
             self._wait_for_room()
-            self._pending.append((batch, self.pool.submit(self._deliver, batch)))
+            self._pending.append((batch, self.pool.submit(self._sender.deliver, batch)))
         self._commit_ready()
 
     def _target(self) -> int:
@@ -275,78 +237,6 @@ class PageWriter:
             else:
                 return
             self._commit_ready()
-
-    # --- sending (runs on the send pool) ---------------------------------------------------------
-
-    def _deliver(self, batch: Batch) -> Batch:
-        for announced in batch.after:
-            announced.result()  # failing: nothing of the batch is sent
-        if batch.sends:
-            self._send(batch)  # failing here: nothing of the batch was accepted
-        if batch.deletes:
-            try:
-                self._delete(batch)
-            except Exception as exc:  # the upserts were accepted: keep them, stop the cursor
-                batch.error = exc
-        return batch
-
-    def _send(self, batch: Batch) -> None:
-        res = self.mapping.resource
-        units = batch.sends
-        items = [u.item for u in units]
-        what = f"{self.mapping.name}: POST {res.path}"
-        # each unit's canonical JSON (what its hash hashes) is the request body: not encoded again
-        bodies = [u.body for u in units] if all(u.body for u in units) else None
-        result = self.client.send_items(res.path, items, what=what, encoded=bodies)
-        batch.counts.requests += result.requests
-        batch.counts.items_sent += len(items)
-        refused = {i for i, _ in result.rejected if i >= 0}
-        for i, entry in result.rejected:
-            u = units[i] if 0 <= i < len(units) else None
-            key = u.key_text if u else "unmatched:" + payload_hash(entry)[:16]
-            batch.rejects.append(
-                Reject(self.mapping.name, key, u.item if u else None, entry, "api")
-            )
-            log.warning(
-                "%s: ShopiMind rejected row %s (kept in rejected items): %s",
-                self.mapping.file,
-                key,
-                entry,
-            )
-        batch.accepted = [
-            Accepted(u.key_text, u.hash) for i, u in enumerate(units) if i not in refused
-        ]
-        batch.counts.accepted += len(batch.accepted)
-
-    def _delete(self, batch: Batch) -> None:
-        """Bulk-delete on ShopiMind, grouped by route, at most ``delete_limit`` ids a call."""
-        res = self.mapping.resource
-        assert res.delete_body_key is not None
-        if not self.compiled.can_delete:
-            for u, _row in batch.deletes:
-                why = f"{res.name}: cannot delete, {res.delete_id_field} is not mapped"
-                batch.rejects.append(Reject(self.mapping.name, u.key_text, None, [why], "local"))
-            return
-        groups: dict[str, dict[Any, list[str]]] = {}
-        for u, row in batch.deletes:
-            try:
-                path, ident = self.compiled.delete_ref(row)
-            except ValueError as exc:
-                batch.rejects.append(
-                    Reject(self.mapping.name, u.key_text, None, [f"cannot delete: {exc}"], "local")
-                )
-                continue
-            groups.setdefault(path, {}).setdefault(ident, []).append(u.key_text)
-        for path, by_id in groups.items():
-            ids = list(by_id)
-            for i in range(0, len(ids), res.delete_limit):
-                chunk = ids[i : i + res.delete_limit]
-                what = f"{self.mapping.name}: POST {path}"
-                self.client.delete_ids(path, res.delete_body_key, chunk, what=what)
-                batch.counts.requests += 1
-                batch.counts.deleted += len(chunk)
-                for ident in chunk:
-                    batch.deleted.extend(by_id[ident])
 
     # --- committing, in order ---------------------------------------------------------------------
 

@@ -84,15 +84,19 @@ class ShopWrites:
         return keys
 
     def soft_delete_customer(self, conn: sa.Connection, ts: datetime) -> list[Key]:
-        ident = self.pools.pick(self.rng, "customers", "my_customers")
+        ident = self._soft_delete(conn, ts, "customers", "deleted_at = :u, updated_at = :u")
+        return [("customers", str(ident))] if ident is not None else []
+
+    def _soft_delete(self, conn: sa.Connection, ts: datetime, table: str, sets: str) -> int | None:
+        """``UPDATE table SET sets`` (``:u`` is ``ts``) on a row picked from the demo's and the
+        writers' rows of ``table``, unless it is deleted already: the id of the row soft-deleted,
+        or None when none was."""
+        ident = self.pools.pick(self.rng, table, f"my_{table}")
         n = conn.execute(
-            sa.text(
-                "UPDATE customers SET deleted_at = :u, updated_at = :u "
-                "WHERE id = :i AND deleted_at IS NULL"
-            ),
+            sa.text(f"UPDATE {table} SET {sets} WHERE id = :i AND deleted_at IS NULL"),
             {"u": ts, "i": ident},
         ).rowcount
-        return [("customers", str(ident))] if n else []
+        return ident if n else None
 
     def reprice_product(self, conn: sa.Connection, ts: datetime) -> list[Key]:
         ident = self.pools.pick(self.rng, "products", "my_products")
@@ -167,15 +171,9 @@ class ShopWrites:
         return [("products", f"{ident}|{lang}") for lang in LANGS]
 
     def soft_delete_product(self, conn: sa.Connection, ts: datetime) -> list[Key]:
-        ident = self.pools.pick(self.rng, "products", "my_products")
-        n = conn.execute(
-            sa.text(
-                "UPDATE products SET deleted_at = :u, active = 0, updated_at = :u "
-                "WHERE id = :i AND deleted_at IS NULL"
-            ),
-            {"u": ts, "i": ident},
-        ).rowcount
-        return [("products", f"{ident}|{lang}") for lang in LANGS] if n else []
+        sets = "deleted_at = :u, active = 0, updated_at = :u"
+        ident = self._soft_delete(conn, ts, "products", sets)
+        return [("products", f"{ident}|{lang}") for lang in LANGS] if ident is not None else []
 
     def new_order(self, conn: sa.Connection, ts: datetime) -> list[Key]:
         customer = self.pools.pick(self.rng, "customers")

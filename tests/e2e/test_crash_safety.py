@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,34 +29,43 @@ def wait_for(check: object, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def test_kill_while_the_api_answer_is_in_flight(env: Env) -> None:
-    env.use_mappings(["customers"])
-    env.write_config(sync={"poll_interval": "0.3s"})
+@contextmanager
+def killed_before_commit(env: Env, mapping: str) -> Iterator[dict[str, dict[str, Any]]]:
+    """Run the service with every answer 2 s late and kill it (SIGKILL) as soon as ShopiMind has
+    stored every expected row of ``mapping``: at least one answer is still on its way, so that
+    batch is not committed. The block runs while the service is down and gets the expected
+    records; after it the service starts again, must go idle and stop cleanly."""
     store = env.sandbox.context.store
-    expected = env.expected("customers")
-    assert len(expected) > 50  # two batches (the customers batch limit is 50)
-
-    # every answer leaves 2 s after the items are stored: once all the items are stored, the
-    # connector is waiting for at least one answer (batches may be pipelined) when it is killed
+    expected = env.expected(mapping)
     env.sandbox.inject_delay(2.0)
     svc = ServiceProcess(env)
     svc.start()
     try:
-        wait_for(lambda: sum(store.send_counts("customers").values()) >= len(expected), 30, "sends")
+        wait_for(lambda: len(store.send_counts(mapping)) >= len(expected), 30, "all stored")
         svc.kill()
         env.sandbox.clear_faults()
-        assert set(env.sandbox.records("customers")) == set(expected)  # all stored
-        with env.state() as st:
-            committed = set(st.get_hashes("customers", [f"[{k}]" for k in expected]))
-        in_flight = {k for k in expected if f"[{k}]" not in committed}
-        assert in_flight, "the kill was meant to land before a batch's commit"
-
+        yield expected
         svc.start()
         env.wait_idle(timeout=60)
         assert svc.stop() == 0, svc.output()
     finally:
         svc.kill()
-    counts = store.send_counts("customers")
+
+
+def test_kill_while_the_api_answer_is_in_flight(env: Env) -> None:
+    env.use_mappings(["customers"])
+    env.write_config(sync={"poll_interval": "0.3s"})
+    assert len(env.expected("customers")) > 50  # two batches (the customers batch limit is 50)
+
+    # every answer leaves 2 s after the items are stored: once all the items are stored, the
+    # connector is waiting for at least one answer (batches may be pipelined) when it is killed
+    with killed_before_commit(env, "customers") as expected:
+        assert set(env.sandbox.records("customers")) == set(expected)  # all stored
+        with env.state() as st:
+            committed = set(st.get_hashes("customers", [f"[{k}]" for k in expected]))
+        in_flight = {k for k in expected if f"[{k}]" not in committed}
+        assert in_flight, "the kill was meant to land before a batch's commit"
+    counts = env.sandbox.context.store.send_counts("customers")
     assert env.sandbox.records("customers") == env.expected("customers")
     # exactly the batches accepted but not committed went twice, nothing else
     assert {k for k, n in counts.items() if n == 2} == in_flight
@@ -100,15 +111,7 @@ def test_soft_delete_after_a_kill_before_the_commit(env: Env) -> None:
     one of them is soft-deleted while it is down: the delete must still reach ShopiMind."""
     env.use_mappings(["customers"])
     env.write_config(sync={"poll_interval": "0.3s"})
-    store = env.sandbox.context.store
-    expected = env.expected("customers")
-    env.sandbox.inject_delay(2.0)
-    svc = ServiceProcess(env)
-    svc.start()
-    try:
-        wait_for(lambda: len(store.send_counts("customers")) >= len(expected), 30, "all stored")
-        svc.kill()
-        env.sandbox.clear_faults()
+    with killed_before_commit(env, "customers") as expected:
         with env.state() as st:
             committed = set(st.get_hashes("customers", [f"[{k}]" for k in expected]))
         uncommitted = sorted((k for k in expected if f"[{k}]" not in committed), key=int)
@@ -119,11 +122,6 @@ def test_soft_delete_after_a_kill_before_the_commit(env: Env) -> None:
             now=shop_now(),
             id=int(victim),
         )
-        svc.start()
-        env.wait_idle(timeout=60)
-        assert svc.stop() == 0, svc.output()
-    finally:
-        svc.kill()
     assert victim not in env.expected("customers")
     assert env.sandbox.records("customers") == env.expected("customers")
 
@@ -139,23 +137,10 @@ def test_hard_delete_after_a_kill_before_the_commit(env: Env) -> None:
         "'Gone', 0, 'N', 'fr', 1, 1, :now, :now)",
         now=shop_now(),
     )
-    store = env.sandbox.context.store
-    expected = env.expected("customers")
-    env.sandbox.inject_delay(2.0)
-    svc = ServiceProcess(env)
-    svc.start()
-    try:
-        wait_for(lambda: len(store.send_counts("customers")) >= len(expected), 30, "all stored")
-        svc.kill()
-        env.sandbox.clear_faults()
+    with killed_before_commit(env, "customers"):
         with env.state() as st:
             assert "[9100]" not in st.get_hashes("customers", ["[9100]"]), "committed already"
         env.execute("DELETE FROM customers WHERE id = 9100")
-        svc.start()
-        env.wait_idle(timeout=60)
-        assert svc.stop() == 0, svc.output()
-    finally:
-        svc.kill()
     res = env.cli("reconcile")
     assert res.code == 0, res.text
     assert "9100" not in env.sandbox.records("customers")
