@@ -24,6 +24,7 @@ from connector.source.reader import ShopReader
 from connector.source.statements import Statements
 from connector.state.store import StateStore
 from connector.sync import MappingSync, PassResult, ProgressFn
+from connector.transform import Recent
 
 log = logging.getLogger("connector")
 
@@ -53,6 +54,8 @@ class Runtime:
     provisioned: dict[str, str] = field(default_factory=dict)
     # each mapping's pass statements, built once (see sync.Statements)
     statements: dict[str, Statements] = field(default_factory=dict)
+    # each mapping's rows of the last short pages, not mapped again when read unchanged
+    recent: dict[str, Recent] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -136,6 +139,7 @@ class Runtime:
             pool=self.pool,
             max_in_flight=self.config.sync.max_in_flight,
             statements=self.statements.setdefault(name, Statements()),
+            recent=self.recent.setdefault(name, Recent()),
             **extra,
         )
 
@@ -151,7 +155,10 @@ class Runtime:
         return results
 
 
-def log_pass(res: PassResult) -> None:
+def log_pass(res: PassResult, before: PassResult | None = None) -> None:
+    """One line per pass. Of consecutive passes that find nothing to do (``PassResult.idle``),
+    only the first is logged at INFO, the others at DEBUG: 12 mappings at a 5 s poll would
+    otherwise write 200,000 lines a day to the journal of an idle shop."""
     c = res.counts
     cursor = "-" if res.cursor is None else _short(res.cursor.value)
     line = (
@@ -161,7 +168,8 @@ def log_pass(res: PassResult) -> None:
         f"requests={c.requests} took={res.seconds:.2f}s cursor={cursor}"
     )
     if res.outcome == "ok":
-        log.info(line)
+        quiet = res.idle and before is not None and before.idle
+        log.log(logging.DEBUG if quiet else logging.INFO, line)
     elif res.outcome == "interrupted":
         log.warning(line)
     else:

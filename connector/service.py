@@ -31,6 +31,7 @@ from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from connector import logsetup, timeutil
 from connector.config import Config, load_config
@@ -147,7 +148,9 @@ class Service:
         finally:
             self.liveness.end(name)
             self.backfill.end(name)
-        log_pass(result)
+        with self._lock:
+            before = self.last.get(name)
+        log_pass(result, before)
         if self.metrics is not None:
             lag = self.rt.config.source.safety_lag
             self.metrics.on_pass(result, started, self._rows.pop(name, 0), lag)
@@ -326,10 +329,8 @@ class Service:
             offset = timedelta(seconds=self.interval * i / len(names))
             sched.add_job(
                 self._job,
-                "interval",
+                GridTrigger(seconds=self.interval, start_date=now + offset, timezone=UTC),
                 args=[name],
-                seconds=self.interval,
-                start_date=now + offset,
                 next_run_time=now,
                 max_instances=1,
                 coalesce=True,
@@ -402,6 +403,23 @@ class Service:
                 self.rt.stop.set()
             except Exception as exc:  # the server is away: passes fail meanwhile; try again
                 log.warning("instance lock: cannot check it (%s); trying again", exc)
+
+
+class GridTrigger(IntervalTrigger):  # type: ignore[misc]
+    """Fires at ``start_date + k * interval``, also after a run at another time.
+
+    APScheduler's interval trigger counts from the previous fire time, so a job whose first
+    run is at start-up (``next_run_time=now``) keeps firing on that instant, whatever its
+    ``start_date``: the mappings' passes, meant to be spread over the poll interval, all ran at
+    once. This one always takes the next point of its own grid after the previous run."""
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None and now <= previous_fire_time:
+            now = previous_fire_time + timedelta(microseconds=1)
+        fire: datetime | None = super().get_next_fire_time(None, now)
+        return fire
 
 
 def validate_reload(current: Config) -> Config | None:

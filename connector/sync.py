@@ -37,6 +37,7 @@ from connector.state.model import Cursor, RunCounts, key_from_json, key_json
 from connector.state.store import StateStore
 from connector.timeutil import utc_now
 from connector.transform import (
+    Recent,
     Unit,
     get_column,
     group_children,
@@ -65,6 +66,15 @@ class PassResult:
     cursor: Cursor | None = None
     seconds: float = 0.0
 
+    @property
+    def idle(self) -> bool:
+        """The pass ended well and had nothing to send, delete or reject."""
+        return self.outcome == "ok" and not _active(self.counts)
+
+
+def _active(c: RunCounts) -> bool:
+    return bool(c.items_sent or c.accepted or c.rejected or c.deleted or c.requests)
+
 
 class MappingSync:
     """Runs passes of one mapping; holds no open resources of its own."""
@@ -84,6 +94,7 @@ class MappingSync:
         pool: Executor | None = None,
         max_in_flight: int = 1,
         statements: Statements | None = None,
+        recent: Recent | None = None,
     ) -> None:
         self.compiled = compiled
         self.mapping: Mapping = compiled.mapping
@@ -100,6 +111,7 @@ class MappingSync:
         self.pool = pool
         self.max_in_flight = max_in_flight
         self.statements = statements or Statements()
+        self.recent = recent or Recent()
         self._force_until: Any = None
         self._any_rejects = True  # until read at the start of a pass
         # per pass: see run_pass
@@ -127,6 +139,7 @@ class MappingSync:
         result = PassResult(name, "ok", counts)
         try:
             self._in_pass = True
+            self.recent.begin(self.compiled)
             with self.reader.session():
                 self._work(counts)
             if self.stop.is_set():
@@ -154,10 +167,7 @@ class MappingSync:
     interrupted = "stopped; the cursor is saved after the last accepted batch"
 
     def _end_run(self, counts: RunCounts, outcome: str, message: str | None) -> None:
-        c = counts
-        idle = outcome == "ok" and not (
-            c.items_sent or c.accepted or c.rejected or c.deleted or c.requests
-        )
+        idle = outcome == "ok" and not _active(counts)
         self.store.end_run(
             self.mapping.name,
             self._run_id,
@@ -249,7 +259,7 @@ class MappingSync:
                         if ahead is None:
                             ahead = ThreadPoolExecutor(1, f"read-{self.mapping.name}")
                         following = ahead.submit(self._read_page, start, upper)
-                    self._deliver(rows, writer, children)
+                    self._deliver(rows, writer, children, self._reuse(rows))
                     if self.progress:
                         self.progress(self.mapping.name, len(rows))
                     if following is None:
@@ -265,7 +275,10 @@ class MappingSync:
             self.store.set_meta(force_meta, "")
 
     def _null_cursor_sweep(self, counts: RunCounts) -> None:
-        """Rows with no cursor value: walked by key, sent on first sight and when they change."""
+        """Rows with no cursor value: walked by key, sent on first sight and when they change
+        (none to look for when the schema forbids them)."""
+        if self.reader.cursor_never_null(self.mapping):
+            return
         after: tuple[Any, ...] | None = None
         with drained(self._writer(counts, None, False)) as writer:
             while not self.stop.is_set():
@@ -278,7 +291,7 @@ class MappingSync:
                 if not rows:
                     return
                 counts.rows_read += len(rows)
-                self._deliver(rows, writer)
+                self._deliver(rows, writer, recent=self._reuse(rows))
                 after = row_key(rows[-1], self.mapping)
                 if len(rows) < self.page_size:
                     return
@@ -415,15 +428,21 @@ class MappingSync:
                 "stays. Fix the mapping (`shopimind-connector check` lists such problems)."
             ) from None
 
+    def _reuse(self, rows: Sequence[dict[str, Any]]) -> Recent | None:
+        """Rows of a short page (the lookback window, NULL-cursor rows; not a backfill's full
+        pages) are remembered for the next pass, which does not map them again if unchanged."""
+        return self.recent if len(rows) < self.page_size else None
+
     def _deliver(
         self,
         rows: Sequence[dict[str, Any]],
         writer: PageWriter,
         children: dict[str, Any] | None = None,
+        recent: Recent | None = None,
     ) -> None:
         """Map a page (reading its child rows unless given) and hand it to the writer."""
         kids = children if children is not None else self._translated(lambda: self._children(rows))
-        units = self._translated(lambda: transform_page(self.compiled, rows, kids))
+        units = self._translated(lambda: transform_page(self.compiled, rows, kids, recent))
         writer.write(units, rows)
 
     def _forced(self, u: Unit) -> bool:

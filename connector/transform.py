@@ -100,12 +100,54 @@ def parent_link(row: Row, child: ChildSpec) -> tuple[Any, ...]:
     return tuple(get_column(row, c, f"{child.path}.parent_key") for c in child.parent_columns)
 
 
+class Recent:
+    """What the rows of a mapping's last short pages mapped to, so that a row read again
+    unchanged is not mapped and hashed again.
+
+    A pass re-reads the lookback window behind its cursor (and every row whose cursor is NULL)
+    each time; on an idle shop these rows are the same on every pass. A row is reused only if
+    it equals, column by column, the row it was mapped from, with equal child rows, under the
+    same compiled mapping: a mapping's output depends on nothing else, so the unit is the one
+    mapping it again would give. The unit still goes through the writer, which compares its
+    hash with the stored one (a ``reset`` or a rejected item is sent again as before).
+
+    Entries live for one pass (what the previous pass recorded is read, what this pass sees
+    is recorded for the next one) and are capped, so a backfill does not grow it."""
+
+    LIMIT = 2000
+
+    def __init__(self) -> None:
+        self._compiled: CompiledMapping | None = None
+        self._old: dict[str, tuple[Row, dict[str, list[Row]], Unit]] = {}
+        self._new: dict[str, tuple[Row, dict[str, list[Row]], Unit]] = {}
+
+    def begin(self, compiled: CompiledMapping) -> None:
+        """A pass starts: what the previous pass recorded is what can be reused."""
+        if compiled is not self._compiled:  # a reloaded mapping maps rows differently
+            self._compiled, self._new = compiled, {}
+        self._old, self._new = self._new, {}
+
+    def get(self, key: str, row: Row, kids: dict[str, list[Row]]) -> Unit | None:
+        old = self._old.get(key)
+        if old is None or old[0] != row or old[1] != kids:
+            return None
+        if len(self._new) < self.LIMIT:
+            self._new[key] = old
+        return old[2]
+
+    def put(self, key: str, row: Row, kids: dict[str, list[Row]], unit: Unit) -> None:
+        if len(self._new) < self.LIMIT:
+            self._new[key] = (row, kids, unit)
+
+
 def transform_page(
     compiled: CompiledMapping,
     rows: Sequence[Row],
     children: dict[str, dict[tuple[Any, ...], list[Row]]],
+    recent: Recent | None = None,
 ) -> list[Unit]:
-    """Turn a page of rows (with their children grouped by parent link) into units, in order."""
+    """Turn a page of rows (with their children grouped by parent link) into units, in order;
+    with ``recent``, rows mapped unchanged by the previous pass are not mapped again."""
     mapping = compiled.mapping
     keys = mapping.source.key
     deleted = mapping.source.deleted
@@ -129,10 +171,18 @@ def transform_page(
             name: grouped.get(tuple([get_column(row, c, where) for c in cols]), [])
             for name, cols, grouped, where in links
         }
+        if recent is not None:
+            unit = recent.get(ktext, row, kids)
+            if unit is not None:
+                append(unit)
+                continue
         built = build(row, kids)
         if built.item is None:
             append(Unit("reject", key, ktext, pos, problems=built.problems))
         else:
             digest, body = hashed_json(built.item)
-            append(Unit("send", key, ktext, pos, built.item, digest, body=body))
+            unit = Unit("send", key, ktext, pos, built.item, digest, body=body)
+            if recent is not None:
+                recent.put(ktext, row, kids, unit)
+            append(unit)
     return units

@@ -6,6 +6,7 @@ This is the one place where SQLAlchemy errors from the shop database become ``So
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,6 +21,15 @@ from connector.source import query as q
 
 Row = dict[str, Any]
 T = TypeVar("T")
+# the database clock (built once: a statement object is reused from SQLAlchemy's cache)
+_CLOCK = {
+    "postgresql": sa.text("SELECT clock_timestamp()"),
+    "mysql": sa.text("SELECT UTC_TIMESTAMP(6)"),
+    "mariadb": sa.text("SELECT UTC_TIMESTAMP(6)"),
+    "sqlite": sa.text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"),
+}
+_NOW = sa.text("SELECT CURRENT_TIMESTAMP")
+NOT_NULL_RECHECK = 600.0  # seconds between two readings of a cursor column's NOT NULL
 
 
 def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
@@ -76,6 +86,8 @@ class ShopReader:
             else sa.create_engine(url, connect_args=_connect_args(url, connect_timeout))
         )
         self._samples: dict[str, Any] = {}
+        # (table, cursor, fallback) -> (answer, when): see cursor_never_null
+        self._not_null: dict[tuple[str, str, str | None], tuple[bool, float]] = {}
         self._local = threading.local()
 
     def close(self) -> None:
@@ -161,13 +173,7 @@ class ShopReader:
 
     def db_now_utc(self) -> datetime:
         """The database server's clock (not this machine's), as an aware UTC datetime."""
-        sql = {
-            "postgresql": "SELECT clock_timestamp()",
-            "mysql": "SELECT UTC_TIMESTAMP(6)",
-            "mariadb": "SELECT UTC_TIMESTAMP(6)",
-            "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
-        }.get(self.dialect, "SELECT CURRENT_TIMESTAMP")
-        value = self.scalar(sa.text(sql), "reading the database clock")
+        value = self.scalar(_CLOCK.get(self.dialect, _NOW), "reading the database clock")
         if isinstance(value, str):
             value = timeutil.parse_timestamp(value)
         if not isinstance(value, datetime):
@@ -199,6 +205,36 @@ class ShopReader:
         if value is not None:
             self._samples[name] = value
         return value
+
+    def cursor_never_null(self, mapping: Mapping) -> bool:
+        """Whether the schema rules out rows without a cursor value (the cursor column, or its
+        fallback, is declared NOT NULL), so that no pass has to look for them.
+
+        Only for a table source on PostgreSQL or SQLite: a query's columns carry no such
+        promise, and MariaDB/MySQL's ``IS NULL`` also finds the zero dates a NOT NULL date
+        column can hold. Read from the schema, again after ``NOT_NULL_RECHECK`` seconds (a
+        column altered meanwhile is seen by then); a schema that cannot be read answers False,
+        and the rows are looked for as before."""
+        src = mapping.source
+        if not src.table or self.dialect not in ("postgresql", "sqlite"):
+            return False
+        what = (src.table, src.cursor, src.cursor_fallback)
+        known = self._not_null.get(what)
+        now = time.monotonic()
+        if known is not None and now - known[1] < NOT_NULL_RECHECK:
+            return known[0]
+        schema, _, name = src.table.rpartition(".")
+        wanted = {c.lower() for c in (src.cursor, src.cursor_fallback) if c}
+        try:
+            with self._connection() as conn:
+                columns = sa.inspect(conn).get_columns(name, schema=schema or None)
+            answer = any(
+                c["name"].lower() in wanted and c.get("nullable") is False for c in columns
+            )
+        except sa.exc.SQLAlchemyError:
+            answer = False
+        self._not_null[what] = (answer, now)
+        return answer
 
     def check(self, mapping: Mapping) -> list[Problem]:
         """Problems a mapping has against the live schema: missing tables or columns, no index."""

@@ -37,6 +37,13 @@ def _record(mapping: str, key: str, now: datetime, status: str, digest: str | No
     return (mapping, kid, key if kid != key else None, digest, status, now)
 
 
+# (status, hash) of some keys of a mapping: built once, its compiled form cached by SQLAlchemy
+_RECORDS_OF = sa.select(t.records.c.key_id, t.records.c.status, t.records.c.hash).where(
+    t.records.c.mapping == sa.bindparam("mapping"),
+    t.records.c.key_id.in_(sa.bindparam("ids", expanding=True)),
+)
+
+
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), CHUNK):
         yield items[i : i + CHUNK]
@@ -59,14 +66,9 @@ class RecordsMixin(StoreBase):
         """(status, hash) of each known key; unknown keys are omitted."""
         ids = {t.key_id(k): k for k in keys}
         found: dict[str, tuple[str, str | None]] = {}
-        r = t.records.c
         with self._read() as conn:
             for chunk in _chunks(list(ids)):
-                rows = conn.execute(
-                    sa.select(r.key_id, r.status, r.hash).where(
-                        r.mapping == mapping, r.key_id.in_(chunk)
-                    )
-                )
+                rows = conn.execute(_RECORDS_OF, {"mapping": mapping, "ids": chunk})
                 found.update((ids[kid], (status, h)) for kid, status, h in rows)
         return found
 

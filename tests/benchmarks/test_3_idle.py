@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from connector.runtime import Runtime
@@ -165,18 +167,34 @@ def _expression_cursors() -> set[str]:
     return out
 
 
-def _passes(log: Path) -> int:
-    """Passes the service logged so far (one line per pass). Not its run rows: consecutive
-    passes of a mapping that find nothing share one run row."""
-    text = log.read_text(encoding="utf-8", errors="replace")
-    return len(re.findall(r": (?:ok|failed|interrupted) read=\d+ ", text))
+def _passes(port: int) -> int:
+    """Passes the service made so far, from its Prometheus endpoint (the passes counter). Not
+    its log (consecutive idle passes are logged at DEBUG) nor its run rows (they share one)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    found = re.findall(r"^shopimind_connector_passes_total\{.*\} (\S+)$", text, re.M)
+    return round(sum(float(v) for v in found))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _service(settings: Settings, shops: Shops, fig: Figure, tmp: Path) -> None:
     url = shops.url(settings.main)
     folder = tmp / "service"
     with Sandbox({KEY}, requests_per_minute=600) as sb:
-        data = config_dict(folder, url, sb.url, TWELVE, sync={"poll_interval": settings.poll})
+        port = _free_port()
+        data = config_dict(
+            folder,
+            url,
+            sb.url,
+            TWELVE,
+            sync={"poll_interval": settings.poll},
+            metrics={"listen": f"127.0.0.1:{port}"},
+        )
         folder.mkdir(parents=True, exist_ok=True)
         cfg = make_config(folder, url, sb.url, TWELVE, sync={"poll_interval": settings.poll})
         with Runtime.open(cfg, transport=sink_transport()) as rt:
@@ -195,12 +213,12 @@ def _service(settings: Settings, shops: Shops, fig: Figure, tmp: Path) -> None:
         try:
             time.sleep(2 * settings.poll + 2)  # start-up and the first passes
             assert proc.poll() is None, (folder / "service.log").read_text()[-2000:]
-            before = _passes(folder / "service.log")
+            before = _passes(port)
             cpu0, t0, sent0 = cpu_seconds(proc.pid), time.monotonic(), len(sb.requests)
             time.sleep(settings.idle_seconds)
             cpu, wall = cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0
             sent = len(sb.requests) - sent0
-            runs = _passes(folder / "service.log") - before
+            runs = _passes(port) - before
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)

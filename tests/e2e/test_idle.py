@@ -67,6 +67,13 @@ def test_idle_passes_share_a_run_row_and_reset_is_seen(env: Env) -> None:
         assert _runs(env, "customers")[:-1] == after_change
         assert env.sandbox.records("customers")["1"]["first_name"] == "Idle"
 
+        # idle passes do not map the lookback window's rows again, yet a row changed there
+        # without its cursor moving (a write that forgot updated_at) is still seen and sent
+        env.execute("UPDATE customers SET first_name = 'Quiet' WHERE id = 1")
+        assert rt.syncer("customers").run_pass().counts.items_sent == 1
+        assert env.sandbox.records("customers")["1"]["first_name"] == "Quiet"
+        assert rt.syncer("customers").run_pass().counts.items_sent == 0
+
         # `reset` takes no lock: it runs beside the service, whose next pass must see it
         env.sandbox.reset()
         assert env.cli("reset", "customers").code == 0

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from connector.mapping import load_mapping_file
+from connector.mapping.spec import Mapping
 from connector.source.reader import ShopReader
 
 
@@ -71,3 +74,65 @@ def test_a_dead_connection_is_replaced_and_the_read_runs_again(
                 assert reader.scalar(sa.text(which)) != pid
     finally:
         admin.dispose()
+
+
+def _manufacturers(tmp_path: Path, source: str) -> Mapping:
+    path = tmp_path / "products_manufacturers.toml"
+    path.write_text(
+        f'resource = "products_manufacturers"\n[source]\n{source}\nkey = ["id"]\n'
+        '[fields]\nmanufacturer_id = "id"\nname = "name"\nis_active = { const = true }\n'
+        'created_at = "at"\nupdated_at = "at"\n',
+        encoding="utf-8",
+    )
+    return load_mapping_file(path)
+
+
+def test_the_reader_knows_when_the_schema_rules_out_null_cursors(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE stamped (id INTEGER PRIMARY KEY, name VARCHAR(20) NOT NULL, "
+                    "at TIMESTAMP NOT NULL, maybe_at TIMESTAMP NULL)"
+                )
+            )
+        dialect = engine.dialect.name
+    finally:
+        engine.dispose()
+    strict = dialect in ("postgresql", "sqlite")  # MariaDB's IS NULL also finds zero dates
+    cases = {
+        'table = "stamped"\ncursor = "at"': strict,
+        'table = "stamped"\ncursor = "maybe_at"': False,
+        'table = "stamped"\ncursor = "maybe_at"\ncursor_fallback = "at"': strict,
+        'query = "SELECT * FROM stamped"\ncursor = "at"': False,  # a query promises nothing
+    }
+    reads: list[str] = []
+    with ShopReader(sa.make_url(db_url)) as reader:
+        sa.event.listen(reader.engine, "before_cursor_execute", lambda *a: reads.append(a[2]))
+        for source, expected in cases.items():
+            mapping = _manufacturers(tmp_path, source)
+            assert reader.cursor_never_null(mapping) is expected, source
+            read = len(reads)
+            assert read > 0 or not expected  # the schema was read
+            # then answered from memory until NOT_NULL_RECHECK has passed
+            assert reader.cursor_never_null(mapping) is expected
+            assert len(reads) == read
+
+
+@pytest.mark.server_only  # the zero date is MariaDB/MySQL's
+def test_mariadb_is_null_finds_zero_dates_of_a_not_null_column(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    try:
+        if engine.dialect.name not in ("mysql", "mariadb"):
+            return
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET SESSION sql_mode = ''"))
+            conn.execute(sa.text("CREATE TABLE zero (id INT PRIMARY KEY, at DATETIME NOT NULL)"))
+            conn.execute(sa.text("INSERT INTO zero VALUES (1, '0000-00-00 00:00:00')"))
+            found = conn.execute(sa.text("SELECT id FROM zero WHERE at IS NULL")).scalars().all()
+        assert found == [1]  # why cursor_never_null answers False on these databases
+    finally:
+        engine.dispose()
