@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from connector.mapping.compile import CompiledMapping, MissingColumn
 from connector.mapping.compile import get_column as _get
@@ -42,8 +45,47 @@ def payload_hash(item: Any) -> str:
 def hashed_json(item: Any) -> tuple[str, bytes]:
     """The payload hash and the canonical JSON it hashes (UTF-8), which is also a valid request
     body for the item: the send threads reuse it instead of encoding the item a second time."""
-    data = _CANONICAL.encode(item).encode("utf-8")
+    data = canonical_json(item)
     return hashlib.sha256(data).hexdigest(), data
+
+
+# orjson writes the same text as the standard encoder above, 2-3x faster, except: some small
+# floats (1e-05 as 0.00001, 1e-09 as 1e-9: see _float_text_differs, which never misses one;
+# tests/unit/test_canonical_json.py checks it), NaN and infinities (null; the converters refuse
+# them), and types the standard encoder refuses (it raises for them here too: passthrough)
+_FAST = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+_SHORT_EXPONENT = re.compile(rb"e-\d(?!\d)")  # starts with a literal: a fast scan
+_DIGITS = frozenset(b"0123456789")
+
+
+def _float_text_differs(data: bytes) -> bool:
+    """Whether orjson's text may hold a float the standard encoder writes otherwise: a run of
+    zeros after a decimal point (0.00001) or a one-digit negative exponent (1e-9; Python writes
+    1e-09). Text inside strings can match too: it is then encoded the standard way, same bytes."""
+    if b".0000" in data:
+        return True
+    for found in _SHORT_EXPONENT.finditer(data):
+        at = found.start()
+        if at and data[at - 1] in _DIGITS:
+            return True
+    return False
+
+
+def canonical_json(item: Any) -> bytes:
+    """``json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` in
+    UTF-8, byte for byte (payload hashes stored by earlier versions stay valid)."""
+    try:
+        data = orjson.dumps(item, option=_FAST)
+    except TypeError:  # orjson.JSONEncodeError: integers over 64 bits, lone surrogates, ...
+        return _CANONICAL.encode(item).encode("utf-8")
+    if _float_text_differs(data):  # maybe a float written differently
+        return _CANONICAL.encode(item).encode("utf-8")
+    return data
 
 
 DELETE_HASH = "deleted"

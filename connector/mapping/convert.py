@@ -206,7 +206,21 @@ def to_json(v: Any) -> Any:
         return v.isoformat()
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).decode("utf-8", errors="replace")
+    _finite(v)
     return v
+
+
+def _finite(v: Any) -> None:
+    """JSON has no NaN or infinity (the API would refuse the whole request)."""
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"expected a finite number, got {v!r}")
+    elif isinstance(v, dict):
+        for x in v.values():
+            _finite(x)
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            _finite(x)
 
 
 def coerce(f: Field, v: Any, tz: tzinfo) -> Any:
