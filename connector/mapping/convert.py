@@ -75,8 +75,21 @@ def to_money(v: Any) -> float:
     elif t is int and -(2**53) < v < 2**53:
         return float(v)
     elif t is Decimal and v.is_finite():  # PostgreSQL's and MariaDB's NUMERIC
-        return float(v.quantize(_CENT, rounding=ROUND_HALF_UP))
+        money = _MONEY.get(v)
+        if money is None:
+            money = float(v.quantize(_CENT, rounding=ROUND_HALF_UP))
+            if v:  # not zero: -0.00 equals 0.00 but gives -0.0, another JSON text
+                if len(_MONEY) >= _MONEY_SIZE:
+                    _MONEY.clear()
+                _MONEY[v] = money
+        return money
     return float(_decimal(v).quantize(_CENT, rounding=ROUND_HALF_UP))
+
+
+# NUMERIC amounts already rounded: a shop has few distinct prices, and an equal Decimal (1.5,
+# 1.50) rounds to the same float; clearing it when full keeps it small
+_MONEY: dict[Decimal, float] = {}
+_MONEY_SIZE = 4096
 
 
 def to_number(v: Any) -> int | float:

@@ -56,6 +56,25 @@ def test_money_and_number_of_other_values(v: Any) -> None:
         assert to_integer(v) == int(v) and type(to_integer(v)) is int
 
 
+def test_money_of_decimals_read_again_is_the_same() -> None:
+    rng = random.Random(11)
+    values = [
+        Decimal(rng.randint(-(10**9), 10**9)).scaleb(-rng.randint(0, 5)) for _ in range(30000)
+    ]
+    values += [Decimal("-0.00"), Decimal("0.00"), Decimal("-0.004"), Decimal("0"), Decimal("-0")]
+    values += [
+        Decimal("1.5"),
+        Decimal("1.50"),
+        Decimal("1.500"),
+        Decimal("-2.675"),
+        Decimal("-2.6750"),
+    ]
+    for _round in range(2):  # the second time from the cache of rounded amounts (cleared when full)
+        for v in values:
+            assert repr(to_money(v)) == repr(money_reference(v)), v
+    assert repr(to_money(Decimal("0.00"))) == "0.0" and repr(to_money(Decimal("-0.00"))) == "-0.0"
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), Decimal("NaN"), True, "x"])
 def test_money_refuses_what_it_refused(bad: Any) -> None:
     with pytest.raises(ValueError):
