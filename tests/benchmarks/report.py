@@ -141,6 +141,32 @@ def db_version(url: str) -> str:
         engine.dispose()
 
 
+def speed_check() -> str:
+    """A fixed pure-Python loop, timed when the report is written: compares this machine (and
+    this moment on a shared machine) with the one of another report."""
+    times = []
+    for _ in range(5):
+        started = time.process_time()
+        sum(i * i for i in range(1_000_000))
+        times.append(time.process_time() - started)
+    times.sort()
+    steal = _steal_share()
+    return (
+        f"sum(i*i for i in range(10**6)): best {times[0] * 1000:.0f} ms, "
+        f"median {times[2] * 1000:.0f} ms of CPU"
+        + (f"; CPU stolen by the hypervisor since boot: {steal:.1%}" if steal is not None else "")
+    )
+
+
+def _steal_share() -> float | None:
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = [int(x) for x in fields]
+        return ticks[7] / sum(ticks) if len(ticks) > 7 and sum(ticks) else None
+    except (OSError, ValueError):
+        return None
+
+
 def machine(db_urls: dict[str, str]) -> list[tuple[str, str]]:
     cpu = "?"
     try:
@@ -167,6 +193,8 @@ def machine(db_urls: dict[str, str]) -> list[tuple[str, str]]:
         ("psycopg", _version("psycopg")),
         ("PyMySQL", _version("PyMySQL")),
         ("httpx", _version("httpx")),
+        ("orjson", _version("orjson")),
+        ("CPU speed check", speed_check()),
     ]
     for name, url in db_urls.items():
         rows.append((f"{name} server" if name != "sqlite" else "SQLite", db_version(url)))
