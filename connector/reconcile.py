@@ -25,38 +25,77 @@ the identity sync gives it. Memory: one page; the order of either side does not 
 
 A vanished row's delete route must come from its key alone: the columns of the delete id and of
 the route's placeholders must be in ``source.key`` (addresses: ``["customer_id", "id"]``).
+
+The comparing (steps 2 and 3) is in :mod:`connector._reconcile_compare`, the deleting (step 4) in
+:mod:`connector._reconcile_deletes`; ``_Reconciliation`` here runs the steps in order. Their
+functions are importable from here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import string
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from connector import timeutil
+from connector._reconcile_compare import (
+    SAMPLE,
+    CompareMixin,
+    compare_pages,
+    lookup_query,
+    missing_keys,
+    refusal,
+)
+from connector._reconcile_deletes import (
+    DeletesMixin,
+    Plan,
+    Route,
+    Routes,
+    delete_columns,
+    merge_routes,
+    plan_deletes,
+    take_chunks,
+)
 from connector.errors import ConnectorError, FatalError
-from connector.mapping.compile import CompiledMapping, get_column
-from connector.mapping.spec import Mapping, SourceSpec, ValueSpec
-from connector.source import query as q
-from connector.state.model import key_from_json, key_json
-from connector.state.tables import STATUS_DELETED, STATUS_PENDING_DELETE, STATUS_SENT
-from connector.transform import is_deleted, row_key
+from connector.mapping.compile import CompiledMapping
+from connector.mapping.spec import Mapping
+from connector.state.tables import STATUS_PENDING_DELETE, STATUS_SENT
 
 if TYPE_CHECKING:
     from connector.runtime import Runtime
+
+__all__ = [
+    "DEFAULT_MAX_DELETE_SHARE",
+    "META",
+    "SAMPLE",
+    "Plan",
+    "ReconcileResult",
+    "Route",
+    "Routes",
+    "compare_pages",
+    "delete_columns",
+    "format_results",
+    "last_reconcile",
+    "log_result",
+    "lookup_query",
+    "merge_routes",
+    "missing_keys",
+    "parse_meta",
+    "plan_deletes",
+    "reconcile_all",
+    "reconcile_mapping",
+    "refusal",
+    "take_chunks",
+]
 
 log = logging.getLogger("connector.reconcile")
 
 DEFAULT_MAX_DELETE_SHARE = 0.5
 META = "reconcile:{}"
-SAMPLE = 10
 
 
 @dataclass
@@ -84,177 +123,7 @@ class ReconcileResult:
         return self.outcome in ("ok", "dry-run", "skipped")
 
 
-# --- pure parts -----------------------------------------------------------------------------------
-
-
-def _placeholders(path: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(path) if name]
-
-
-def delete_columns(mapping: Mapping) -> tuple[tuple[str, ...], str | None]:
-    """The source key columns a vanished row's delete route is computed from, in key order, or
-    ``((), why)`` when hard deletes cannot be routed for this mapping."""
-    res = mapping.resource
-    if not res.delete_path or not res.delete_id_field:
-        return (), f"{res.name} has no bulk delete in the API: hard deletes are not reconciled"
-    keys = {k.lower(): k for k in mapping.source.key}
-    used: set[str] = set()
-    for fname in [res.delete_id_field, *_placeholders(res.delete_path)]:
-        spec = mapping.fields.get(fname)
-        if not isinstance(spec, ValueSpec):
-            return (), f"{mapping.file}: fields.{fname} is not mapped; the bulk delete needs it"
-        for col in spec.referenced_columns:
-            if col.lower() not in keys:
-                return (), (
-                    f"{mapping.file}: fields.{fname} reads column {col!r}, which is not part of "
-                    f"source.key {list(mapping.source.key)}; a row that no longer exists cannot "
-                    f"tell it, so its delete route is unknown: add {col!r} to source.key"
-                )
-            used.add(keys[col.lower()])
-    return tuple(k for k in mapping.source.key if k in used), None
-
-
-def lookup_query(
-    spec: SourceSpec, columns: Sequence[str], values: Sequence[tuple[Any, ...]]
-) -> q.AnySelect:
-    """Key columns (and the deleted-flag column) of the shop's rows whose ``columns`` equal one of
-    ``values``; a NULL in a value matches NULL (parts of a query source's key may be NULL)."""
-    rel = q.source_relation(spec)
-    wanted = [*spec.key, *([spec.deleted.column] if spec.deleted else [])]
-    out = [rel.c[c] for c in dict.fromkeys(wanted)]
-    cols = [rel.c[c] for c in columns]
-    distinct = list(dict.fromkeys(values))
-    plain = [v for v in distinct if None not in v]
-    conds: list[sa.ColumnElement[bool]] = []
-    if plain:
-        if len(cols) == 1:
-            conds.append(cols[0].in_([v[0] for v in plain]))
-        else:
-            conds.append(sa.tuple_(*cols).in_(plain))
-    for v in distinct:
-        if None in v:
-            conds.append(
-                sa.and_(
-                    *(c.is_(None) if x is None else c == x for c, x in zip(cols, v, strict=True))
-                )
-            )
-    where = sa.or_(*conds) if conds else sa.false()
-    return sa.select(*out).select_from(rel).where(where)
-
-
-def missing_keys(known: Sequence[str], present: Collection[str]) -> list[str]:
-    """The known keys the shop does not hold, in the order given."""
-    return [k for k in known if k not in present]
-
-
-def compare_pages(
-    next_page: Callable[[str | None], list[str]],
-    present: Callable[[list[str]], Collection[str]],
-    on_missing: Callable[[list[str]], None],
-    result: ReconcileResult,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> None:
-    """Walk the known keys a page at a time (``next_page(after)``, any order), ask the shop which
-    of each page it holds (``present(page)``) and hand the others to ``on_missing``; counts go to
-    ``result``. Memory: one page."""
-    after: str | None = None
-    while not should_stop():
-        page = next_page(after)
-        if not page:
-            return
-        after = page[-1]
-        gone = missing_keys(page, present(page))
-        result.known += len(page)
-        result.found += len(page) - len(gone)
-        result.missing += len(gone)
-        result.sample.extend(gone[: max(0, SAMPLE - len(result.sample))])
-        if gone:
-            on_missing(gone)
-
-
-def refusal(known: int, found: int, missing: int, max_share: float) -> str | None:
-    """Why deleting ``missing`` of ``known`` records must not happen, or None when it may."""
-    if known == 0 or missing == 0 or max_share >= 1:
-        return None
-    if found == 0:
-        return (
-            f"the shop returned none of the {known} keys the connector has sent (an empty table, "
-            "another database, or a query that returns nothing?)"
-        )
-    if missing > max_share * known:
-        return (
-            f"{missing} of {known} known records ({missing / known:.0%}) are gone from the shop, "
-            f"more than the {max_share:.0%} a reconciliation may delete"
-        )
-    return None
-
-
-Route = tuple[str, Any]  # (bulk-delete path with its placeholders filled, id to delete)
-
-
-@dataclass
-class Plan:
-    """What to do with a page of pending keys."""
-
-    back: list[str] = field(default_factory=list)  # the row exists again: back to 'sent'
-    kept: list[str] = field(default_factory=list)  # record lives on through another row
-    routes: dict[str, dict[Any, list[str]]] = field(default_factory=dict)  # path → id → keys
-    unroutable: list[tuple[str, str]] = field(default_factory=list)  # (key, why)
-
-
-def plan_deletes(
-    candidates: Sequence[tuple[str, str, Route | str]], alive: Collection[tuple[str, str]]
-) -> Plan:
-    """``candidates``: (key, text of its delete-route columns, route or why it has none);
-    ``alive``: (key, route-columns text) of the shop's live rows sharing those columns."""
-    alive_keys = {k for k, _ in alive}
-    alive_refs = {r for _, r in alive}
-    plan = Plan()
-    for key, ref, route in candidates:
-        if key in alive_keys:
-            plan.back.append(key)
-        elif ref in alive_refs:
-            plan.kept.append(key)
-        elif isinstance(route, str):
-            plan.unroutable.append((key, route))
-        else:
-            path, ident = route
-            plan.routes.setdefault(path, {}).setdefault(ident, []).append(key)
-    return plan
-
-
-Routes = dict[str, dict[Any, list[str]]]
-
-
-def merge_routes(into: Routes, routes: Routes) -> int:
-    """Add ``routes`` to ``into`` (an id seen again gains keys: another language); returns how
-    many ids ``into`` holds."""
-    for path, by_id in routes.items():
-        for ident, keys in by_id.items():
-            into.setdefault(path, {}).setdefault(ident, []).extend(keys)
-    return sum(len(by_id) for by_id in into.values())
-
-
-def take_chunks(
-    routes: Routes, limit: int, *, everything: bool
-) -> list[tuple[str, list[Any], list[str]]]:
-    """Remove from ``routes`` and return its full calls — (path, ``limit`` ids, the record keys
-    they delete) — and, when ``everything``, the partial ones too."""
-    out = []
-    for path in list(routes):
-        by_id = routes[path]
-        while len(by_id) >= limit or (everything and by_id):
-            chunk = list(by_id)[:limit]
-            out.append((path, chunk, [k for ident in chunk for k in by_id.pop(ident)]))
-        if not by_id:
-            del routes[path]
-    return out
-
-
-# --- I/O ------------------------------------------------------------------------------------------
-
-
-class _Reconciliation:
+class _Reconciliation(CompareMixin, DeletesMixin):
     def __init__(self, runtime: Runtime, name: str, dry_run: bool, max_share: float) -> None:
         self.rt = runtime
         found = [m for m in runtime.mappings if m.name == name]
@@ -326,124 +195,6 @@ class _Reconciliation:
                 "(their items were sent again under the current key)"
             )
             res.message = f"{res.message}; {note}" if res.message else note
-
-    def _restore(self) -> str:
-        if self.dry_run:
-            return ""
-        try:
-            self.store.move_records(self.name, None, STATUS_PENDING_DELETE, STATUS_SENT)
-        except ConnectorError as exc:
-            return f" (the candidates stay pending deletion until the next run: {exc})"
-        return ""
-
-    def _present(self, page: list[str]) -> set[str]:
-        """The keys of ``page`` the shop holds (not soft-deleted). A key of another shape was
-        sent under an earlier ``source.key``: its item was re-sent under the new key, so it
-        counts as present (never deleted)."""
-        keys = {k: key_from_json(k) for k in page}
-        stale = {k for k, key in keys.items() if len(key) != len(self.spec.key)}
-        self.stale += len(stale)
-        wanted = [key for k, key in keys.items() if k not in stale]
-        rows = self.reader.fetch(
-            lookup_query(self.spec, self.spec.key, wanted),
-            f"{self.mapping.file}: reconciliation: looking up {len(wanted)} known key(s)",
-        )
-        return stale | {
-            key_json(row_key(r, self.mapping)) for r in rows if not is_deleted(r, self.spec.deleted)
-        }
-
-    def _mark(self, gone: list[str]) -> None:
-        if not self.dry_run:
-            self.store.move_records(self.name, gone, STATUS_SENT, STATUS_PENDING_DELETE)
-
-    def _delete(self, res: ReconcileResult, cols: tuple[str, ...]) -> None:
-        client = self.rt.client
-        assert client is not None
-        resource = self.mapping.resource
-        assert resource.delete_body_key is not None
-        unroutable: list[tuple[str, str]] = []
-        buffer: Routes = {}  # ids wait for a full call, up to about a page of them
-        after: str | None = None
-
-        def send(calls: list[tuple[str, list[Any], list[str]]]) -> None:
-            assert client is not None and resource.delete_body_key is not None
-            for path, ids, keys in calls:
-                what = f"{self.name}: POST {path}"
-                client.delete_ids(path, resource.delete_body_key, ids, what=what)
-                res.requests += 1
-                res.ids_deleted += len(ids)
-                res.deleted += self.store.move_records(
-                    self.name, keys, STATUS_PENDING_DELETE, STATUS_DELETED
-                )
-
-        try:
-            while not self.rt.stop.is_set():
-                page = [
-                    k
-                    for k, _ in self.store.known_keys(
-                        self.name, after, self.page, status=STATUS_PENDING_DELETE
-                    )
-                ]
-                if not page:
-                    send(take_chunks(buffer, resource.delete_limit, everything=True))
-                    break
-                after = page[-1]
-                plan = self._plan(page, cols)
-                unroutable += plan.unroutable
-                if plan.back:
-                    res.back += self.store.move_records(
-                        self.name, plan.back, STATUS_PENDING_DELETE, STATUS_SENT
-                    )
-                if plan.kept:
-                    res.kept += self.store.move_records(
-                        self.name, plan.kept, STATUS_PENDING_DELETE, STATUS_DELETED
-                    )
-                full = merge_routes(buffer, plan.routes) > self.page
-                send(take_chunks(buffer, resource.delete_limit, everything=full))
-        except FatalError:
-            raise
-        except ConnectorError as exc:
-            res.outcome = "failed"
-            res.message = f"{res.deleted} record(s) deleted, then: {exc}; the rest stays pending"
-        if self.rt.stop.is_set() and res.outcome == "ok":
-            res.outcome, res.message = "interrupted", "stopped; the rest stays pending"
-        if res.kept:
-            log.warning(
-                "%s: %d record(s) gone from the shop while their ShopiMind item still exists "
-                "through another row (e.g. another language); ShopiMind deletes all languages of "
-                "an id at once, so they were left on ShopiMind",
-                self.mapping.file,
-                res.kept,
-            )
-        if unroutable and res.outcome == "ok":
-            res.outcome = "failed"
-            shown = "; ".join(f"{k}: {why}" for k, why in unroutable[:3])
-            res.message = (
-                f"{len(unroutable)} record(s) cannot be deleted (they stay pending): {shown}"
-            )
-
-    def _plan(self, page: list[str], cols: tuple[str, ...]) -> Plan:
-        values = {k: dict(zip(self.spec.key, key_from_json(k), strict=True)) for k in page}
-        refs = {k: tuple(v[c] for c in cols) for k, v in values.items()}
-        rows = self.reader.fetch(
-            lookup_query(self.spec, cols, list(refs.values())),
-            f"{self.mapping.file}: reconciliation: checking {len(page)} candidate(s) again",
-        )
-        alive = [
-            (key_json(row_key(r, self.mapping)), key_json(tuple(get_column(r, c) for c in cols)))
-            for r in rows
-            if not is_deleted(r, self.spec.deleted)
-        ]
-        candidates: list[tuple[str, str, Route | str]] = []
-        compiled = self.compiled or CompiledMapping(self.mapping, self.rt.config.shop_tz)
-        for k in page:
-            route: Route | str
-            try:
-                route = compiled.delete_ref(values[k])
-            except ValueError as exc:
-                route = str(exc)
-            candidates.append((k, key_json(refs[k]), route))
-        return plan_deletes(candidates, alive)
 
 
 def reconcile_mapping(

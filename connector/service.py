@@ -26,14 +26,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from types import FrameType
 
-from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from connector import logsetup, timeutil
+from connector._schedule import GridTrigger, SchedulingMixin
 from connector.config import Config, load_config
 from connector.errors import ConfigError, ConnectorError, FatalError, LockedError, MappingError
 from connector.lock import InstanceLock
@@ -60,7 +59,9 @@ class Control:
         self.reload = False
 
 
-class Service:
+class Service(SchedulingMixin):
+    """The service of a runtime's mappings; its jobs are in :mod:`connector._schedule`."""
+
     def __init__(
         self,
         runtime: Runtime,
@@ -102,20 +103,6 @@ class Service:
             for p in (m.resource.path, m.resource.delete_path)
             if p
         ]
-
-    @property
-    def mappings(self) -> list[str]:
-        return [m.name for m in self.rt.mappings if m.enabled]
-
-    def waiting_on(self, name: str) -> list[str]:
-        """Mappings earlier in the API order that have not completed a pass yet."""
-        rank = self.rt.compiled[name].mapping.resource.rank
-        with self._lock:
-            return [
-                m.name
-                for m in self.rt.mappings
-                if m.enabled and m.resource.rank < rank and m.name not in self.caught_up
-            ]
 
     # --- a pass ----------------------------------------------------------------------------------
 
@@ -235,47 +222,6 @@ class Service:
             )
         return text[:400]
 
-    def _job(self, name: str) -> None:
-        try:
-            with self._busy[name]:
-                self.run_pass(name)
-        except Exception:  # a bug must not kill the job silently
-            log.exception("%s: unexpected error in a pass; the next pass retries", name)
-
-    def _reconcile_job(self, name: str) -> None:
-        """Hard-delete reconciliation of one mapping, on its own schedule (reconcile_interval)."""
-        from connector.reconcile import log_result, reconcile_mapping
-
-        if self.rt.stop.is_set() or name not in self.caught_up:
-            return  # not before the mapping's first complete pass
-        try:
-            with self._busy[name]:
-                log_result(reconcile_mapping(self.rt, name))
-        except FatalError as exc:
-            self.fatal = exc
-            log.error("%s; the service stops (exit code %d).", exc, exc.exit_code)
-            self.rt.stop.set()
-        except Exception:
-            log.exception("%s: unexpected error in a reconciliation; the next one retries", name)
-
-    def _reconcile_names(self) -> list[str]:
-        return [
-            m.name
-            for m in self.rt.mappings
-            if m.enabled and m.kind == "resource" and m.resource.can_delete
-        ]
-
-    def _wake_waiting(self) -> None:
-        sched = self._sched
-        if sched is None:
-            return
-        now = datetime.now(UTC)
-        for name in self.mappings:
-            if name not in self.caught_up and not self.waiting_on(name):
-                job = sched.get_job(name)
-                if job is not None:
-                    job.modify(next_run_time=now)
-
     # --- the main loop ---------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -288,59 +234,6 @@ class Service:
         )
         self.control.terminate = True
         self.rt.stop.set()
-
-    def start(self) -> BackgroundScheduler:
-        sched = BackgroundScheduler(
-            timezone=UTC,
-            executors={
-                "default": JobPool(max_workers=max(1, len(self.mappings))),
-                "reconcile": JobPool(max_workers=1),
-            },
-        )
-        now = datetime.now(UTC)
-        every = self.rt.config.sync.reconcile_interval
-        if every > 0:
-            from connector.reconcile import last_reconcile
-
-            for name in self._reconcile_names():
-                last = last_reconcile(self.rt, name)
-                first = now + timedelta(seconds=min(60.0, every))
-                if last is not None:
-                    first = max(first, last[0] + timedelta(seconds=every))
-                sched.add_job(
-                    self._reconcile_job,
-                    "interval",
-                    args=[name],
-                    seconds=every,
-                    next_run_time=first,
-                    max_instances=1,
-                    coalesce=True,
-                    misfire_grace_time=None,
-                    id=f"reconcile:{name}",
-                    name=f"reconcile {name}",
-                    executor="reconcile",
-                )
-        names = self.mappings
-        for i, name in enumerate(names):
-            # every mapping's first pass starts now; later ones are spread over the interval,
-            # so idle passes run one after the other instead of all at once: no burst of
-            # threads contending for the interpreter and for more database connections than
-            # the pools keep (a new connection costs more than the pass)
-            offset = timedelta(seconds=self.interval * i / len(names))
-            sched.add_job(
-                self._job,
-                GridTrigger(seconds=self.interval, start_date=now + offset, timezone=UTC),
-                args=[name],
-                next_run_time=now,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-                id=name,
-                name=name,
-            )
-        self._sched = sched
-        sched.start()
-        return sched
 
     def run(self, *, tick: Callable[[], None] | None = None) -> int:
         """Run until stopped (exit code) or until a valid reload is asked for (then -1 and
@@ -405,23 +298,6 @@ class Service:
                 log.warning("instance lock: cannot check it (%s); trying again", exc)
 
 
-class GridTrigger(IntervalTrigger):  # type: ignore[misc]
-    """Fires at ``start_date + k * interval``, also after a run at another time.
-
-    APScheduler's interval trigger counts from the previous fire time, so a job whose first
-    run is at start-up (``next_run_time=now``) keeps firing on that instant, whatever its
-    ``start_date``: the mappings' passes, meant to be spread over the poll interval, all ran at
-    once. This one always takes the next point of its own grid after the previous run."""
-
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime | None:
-        if previous_fire_time is not None and now <= previous_fire_time:
-            now = previous_fire_time + timedelta(microseconds=1)
-        fire: datetime | None = super().get_next_fire_time(None, now)
-        return fire
-
-
 def validate_reload(current: Config) -> Config | None:
     """Read the config file and mapping files again and check them (against the shop database
     too); the new config when everything is valid, else None after logging why."""
@@ -454,4 +330,4 @@ def _route_regex(path: str) -> str:
     return "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
 
 
-__all__ = ["Control", "Service", "validate_reload"]
+__all__ = ["Control", "GridTrigger", "Service", "validate_reload"]

@@ -18,42 +18,42 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, TypeVar
+from typing import Any
 
+from connector._pages import PagesMixin, _Page
+from connector._phases import API_REJECT_ATTEMPTS, CHILD_META, PhasesMixin, drained
 from connector.batching import PageWriter, Position
 from connector.destination.client import ApiClient
-from connector.errors import AuthError, ConnectorError, SchemaMismatchError
-from connector.mapping.compile import CompiledMapping, MissingColumn
-from connector.mapping.spec import ChildSpec, Mapping
+from connector.errors import AuthError, ConnectorError
+from connector.mapping.compile import CompiledMapping
+from connector.mapping.spec import Mapping
 from connector.source import query as q
 from connector.source.reader import ShopReader
-from connector.source.statements import Statements, key_of, named
-from connector.state.model import Cursor, RunCounts, key_from_json, key_json
+from connector.source.statements import Statements
+from connector.state.model import Cursor, RunCounts
 from connector.state.store import StateStore
 from connector.timeutil import utc_now
-from connector.transform import (
-    Recent,
-    Unit,
-    get_column,
-    group_children,
-    parent_link,
-    row_key,
-    transform_page,
-)
+from connector.transform import Recent, Unit, row_key, transform_page
+
+__all__ = [
+    "API_REJECT_ATTEMPTS",
+    "CHILD_META",
+    "FORCE_META",
+    "RUNNING_ROW_AFTER",
+    "MappingSync",
+    "PassResult",
+    "ProgressFn",
+    "drained",
+]
 
 log = logging.getLogger("connector.sync")
 
 ProgressFn = Callable[[str, int], None]
 FORCE_META = "force_resend:{}"
-_T = TypeVar("_T")
-_Page = tuple[list[dict[str, Any]], dict[str, Any]]  # rows, and child rows grouped by parent
-CHILD_META = "child_cursor:{}:{}"
-API_REJECT_ATTEMPTS = 3  # an item the API rejected is sent at most this many times unchanged
 RUNNING_ROW_AFTER = 1.0  # seconds: a pass still running by then shows in the run history
 
 
@@ -76,8 +76,9 @@ def _active(c: RunCounts) -> bool:
     return bool(c.items_sent or c.accepted or c.rejected or c.deleted or c.requests)
 
 
-class MappingSync:
-    """Runs passes of one mapping; holds no open resources of its own."""
+class MappingSync(PagesMixin, PhasesMixin):
+    """Runs passes of one mapping; holds no open resources of its own. Its page reads are in
+    :mod:`connector._pages`, the phases after the scan in :mod:`connector._phases`."""
 
     def __init__(
         self,
@@ -274,159 +275,13 @@ class MappingSync:
         if forced and not self.stop.is_set():
             self.store.set_meta(force_meta, "")
 
-    def _null_cursor_sweep(self, counts: RunCounts) -> None:
-        """Rows with no cursor value: walked by key, sent on first sight and when they change
-        (none to look for when the schema forbids them)."""
-        if self.reader.cursor_never_null(self.mapping):
-            return
-        after: tuple[Any, ...] | None = None
-        with drained(self._writer(counts, None, False)) as writer:
-            while not self.stop.is_set():
-                stmt, params = self.statements.get(
-                    "null",
-                    lambda **k: q.null_cursor_query(self.mapping.source, key_of(k), self.page_size),
-                    **named("k", after),
-                )
-                rows = self._read(stmt, "reading rows with a NULL cursor", params)
-                if not rows:
-                    return
-                counts.rows_read += len(rows)
-                self._deliver(rows, writer, recent=self._reuse(rows))
-                after = row_key(rows[-1], self.mapping)
-                if len(rows) < self.page_size:
-                    return
-
-    def _watched(self) -> list[tuple[str, ChildSpec]]:
-        """Children with their own cursor and ``[changes]`` tables, with the setting that
-        holds where each one was last read."""
-        name = self.mapping.name
-        out = [(CHILD_META.format(name, c), ch) for c, ch in self.mapping.children.items()]
-        out += [(CHILD_META.format(name, ch.path), ch) for ch in self.mapping.changes.values()]
-        return [(meta, ch) for meta, ch in out if ch.cursor is not None]
-
-    def _mark_children(self) -> None:
-        """Before the first parent scan ever: note where each child cursor stands. Every child
-        change after that moment is then re-checked by ``_child_changes``, even if the first
-        backfill is interrupted and resumed days later; changes before it are read with their
-        parent by the scan."""
-        for meta, child in self._watched():
-            if self._meta.get(meta):
-                continue
-            sample = self.reader.sample_child_cursor(self.mapping, child)
-            mark: Any = None  # no child row yet: every future one counts
-            if sample is not None:
-                mark = q.upper_bound(self._clock(), self.lag, sample, self.tz)
-                if mark is None:  # not a time: the newest value
-                    mark = self.reader.scalar(q.child_max_cursor_query(child), f"{child.path}")
-            text = self._meta[meta] = Cursor(mark, ()).to_json()
-            self.store.set_meta(meta, text)
-
-    def _child_changes(self, counts: RunCounts) -> None:
-        """Children with their own cursor (and ``[changes]`` tables): a changed child re-sends
-        its parent (hash-checked)."""
-        for meta, child in self._watched():
-            if self.stop.is_set():
-                continue
-            sample = self.reader.sample_child_cursor(self.mapping, child)
-            if sample is None:
-                continue
-            upper = q.upper_bound(self._clock(), self.lag, sample, self.tz)
-            raw = self._meta.get(meta)
-            if not raw:  # marked at the start of the first pass; absent only after an upgrade
-                continue
-            mark = Cursor.from_json(raw).value
-            since = (
-                None if mark is None else q.shift_back(mark, self.mapping.source.lookback, self.tz)
-            )
-            after: tuple[Any, ...] | None = None
-            newest = mark
-            with drained(self._writer(counts, None, False)) as writer:
-                while not self.stop.is_set():
-                    stmt, params = self.statements.get(
-                        f"changed:{meta}",
-                        lambda since, upper, child=child, **k: q.changed_parents_query(
-                            child, since, upper, key_of(k), self.page_size
-                        ),
-                        since=since,
-                        upper=upper,
-                        **named("k", after),
-                    )
-                    links = self._read(stmt, f"{child.path}: reading changed child rows", params)
-                    if not links:
-                        break
-                    keys = [tuple(get_column(r, c) for c in child.child_columns) for r in links]
-                    rows = self._read(
-                        q.rows_by_key_query(self.mapping.source, child.parent_columns, keys),
-                        "re-reading parents of changed child rows",
-                    )
-                    counts.rows_read += len(rows)
-                    self._deliver(rows, writer)
-                    after = (links[-1][q.CURSOR_LABEL], *keys[-1])
-                    newest = _max(newest, links[-1][q.CURSOR_LABEL])
-                    if len(links) < self.page_size:
-                        break
-            if not self.stop.is_set():  # saved with the pass's run row (an older mark is safe:
-                # it only makes the next pass re-check more child rows)
-                self._meta_out[meta] = Cursor(upper if upper is not None else newest, ()).to_json()
-
     # --- a page ----------------------------------------------------------------------------------
-
-    def _page(self, start: q.Position | None, upper: Any) -> tuple[Any, dict[str, Any]]:
-        """The page query after ``start`` up to ``upper``, and its parameters."""
-
-        def build(start: Any, upper: Any, **k: Any) -> Any:
-            at = None if start is None else q.Position(start, key_of(k))
-            return q.page_query(self.mapping.source, at, upper, self.page_size)
-
-        if start is None:
-            return self.statements.get("page", build, start=None, upper=upper)
-        return self.statements.get(
-            "page", build, start=start.value, upper=upper, **named("k", start.key)
-        )
 
     def _read(
         self, stmt: Any, what: str, params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         self._running()
         return self.reader.fetch(stmt, f"{self.mapping.file}: {what}", params)
-
-    def _page_rows(self, start: q.Position | None, upper: Any) -> list[dict[str, Any]]:
-        """The page after ``start``; touches only the shop database (the reader's connections
-        are per thread), so it also runs on the read-ahead thread."""
-        stmt, params = self._page(start, upper)
-        return self.reader.fetch(stmt, f"{self.mapping.file}: reading a page", params)
-
-    def _read_page(self, start: q.Position | None, upper: Any) -> _Page:
-        """The page after ``start`` with its child rows, on the read-ahead thread."""
-        rows = self._page_rows(start, upper)
-        return rows, self._children(rows)
-
-    def _children(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        children = {}
-        for cname, child in self.mapping.children.items():
-            links = list(dict.fromkeys(parent_link(r, child) for r in rows))
-            kids = (
-                self.reader.fetch(
-                    q.children_query(child, links),
-                    f"{self.mapping.file}: {child.path}: reading child rows",
-                )
-                if links
-                else []
-            )
-            children[cname] = group_children(child, kids)
-        return children
-
-    def _translated(self, read: Callable[[], _T]) -> _T:
-        """Run ``read`` (or a page building step); a column the mapping names but the rows lack
-        is the mapping's problem, said as such."""
-        try:
-            return read()
-        except MissingColumn as exc:
-            raise SchemaMismatchError(
-                f"{self.mapping.file}: {exc.path}: column {exc.column!r} is not in the rows read "
-                f"from {self.mapping.source.label}; nothing of this page was sent and the cursor "
-                "stays. Fix the mapping (`shopimind-connector check` lists such problems)."
-            ) from None
 
     def _reuse(self, rows: Sequence[dict[str, Any]]) -> Recent | None:
         """Rows of a short page (the lookback window, NULL-cursor rows; not a backfill's full
@@ -453,57 +308,3 @@ class MappingSync:
             return bool(u.position[0] <= self._force_until)
         except TypeError:
             return True
-
-    def _retry_api_rejects(self, counts: RunCounts) -> None:
-        """Items the API rejected are tried again on the next passes (a few times): a rejection
-        can be an ordering effect (a variation sent before its product) that fixes itself."""
-        if not self._any_rejects:  # none were open when the pass started
-            return
-        rejects = self.store.list_rejects(self.mapping.name, limit=self.page_size)
-        keys = [
-            key_from_json(r.key)
-            for r in rejects
-            if r.source == "api" and r.attempts < API_REJECT_ATTEMPTS and r.key.startswith("[")
-        ]
-        if keys:
-            again = self.retry_rejected(keys)
-            for name in ("rows_read", "items_sent", "accepted", "rejected", "requests", "deleted"):
-                setattr(counts, name, getattr(counts, name) + getattr(again, name))
-
-    def retry_rejected(self, keys: Sequence[tuple[Any, ...]]) -> RunCounts:
-        """Re-read rows by key and deliver them again (after a mapping fix); cursor untouched."""
-        counts = RunCounts()
-        spec = self.mapping.source
-        with drained(self._writer(counts, None, False)) as writer:
-            for i in range(0, len(keys), self.page_size):
-                chunk = list(keys[i : i + self.page_size])
-                stmt = q.rows_by_key_query(spec, spec.key, chunk)
-                rows = self._read(stmt, "re-reading rejected rows")
-                counts.rows_read += len(rows)
-                if rows:
-                    self._deliver(rows, writer)
-                found = {key_json(row_key(r, self.mapping)) for r in rows}
-                gone = [key_json(k) for k in chunk if key_json(k) not in found]
-                if gone:  # the row no longer exists: nothing left to send; if an earlier
-                    # version was accepted, the reconciliation deletes it on ShopiMind
-                    self.store.settle(self.mapping.name, gone)
-        return counts
-
-
-@contextmanager
-def drained(writer: PageWriter) -> Iterator[PageWriter]:
-    """Commit everything in flight when a phase ends; on an error, commit what was accepted
-    (without hiding the error)."""
-    try:
-        yield writer
-    except BaseException:
-        writer.abandon()
-        raise
-    writer.finish()
-
-
-def _max(a: Any, b: Any) -> Any:
-    try:
-        return a if a >= b else b
-    except TypeError:
-        return b
