@@ -81,11 +81,11 @@ def canonical_json(item: Any) -> bytes:
     UTF-8, byte for byte (payload hashes stored by earlier versions stay valid)."""
     try:
         data = orjson.dumps(item, option=_FAST)
+        if not _float_text_differs(data):  # else maybe a float written differently
+            return data
     except TypeError:  # orjson.JSONEncodeError: integers over 64 bits, lone surrogates, ...
-        return _CANONICAL.encode(item).encode("utf-8")
-    if _float_text_differs(data):  # maybe a float written differently
-        return _CANONICAL.encode(item).encode("utf-8")
-    return data
+        pass
+    return _CANONICAL.encode(item).encode("utf-8")
 
 
 DELETE_HASH = "deleted"

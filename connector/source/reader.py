@@ -226,12 +226,14 @@ class ShopReader:
         schema, _, name = src.table.rpartition(".")
         wanted = {c.lower() for c in (src.cursor, src.cursor_fallback) if c}
         try:
-            with self._connection() as conn:
-                columns = sa.inspect(conn).get_columns(name, schema=schema or None)
+            columns = self._run(
+                f"{mapping.file}: reading the cursor column's definition",
+                lambda conn: sa.inspect(conn).get_columns(name, schema=schema or None),
+            )
             answer = any(
                 c["name"].lower() in wanted and c.get("nullable") is False for c in columns
             )
-        except sa.exc.SQLAlchemyError:
+        except SourceError:
             answer = False
         self._not_null[what] = (answer, now)
         return answer

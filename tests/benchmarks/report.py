@@ -142,20 +142,23 @@ def db_version(url: str) -> str:
 
 
 def speed_check() -> str:
-    """A fixed pure-Python loop, timed when the report is written: compares this machine (and
-    this moment on a shared machine) with the one of another report."""
+    """A fixed pure-Python loop, timed when a figure or the report is written: compares this
+    machine (and this moment on a shared machine) with the one of another report."""
     times = []
     for _ in range(5):
         started = time.process_time()
         sum(i * i for i in range(1_000_000))
         times.append(time.process_time() - started)
     times.sort()
-    steal = _steal_share()
     return (
         f"sum(i*i for i in range(10**6)): best {times[0] * 1000:.0f} ms, "
         f"median {times[2] * 1000:.0f} ms of CPU"
-        + (f"; CPU stolen by the hypervisor since boot: {steal:.1%}" if steal is not None else "")
     )
+
+
+def _steal_text() -> str:
+    steal = _steal_share()
+    return "?" if steal is None else f"{steal:.1%}"
 
 
 def _steal_share() -> float | None:
@@ -195,6 +198,7 @@ def machine(db_urls: dict[str, str]) -> list[tuple[str, str]]:
         ("httpx", _version("httpx")),
         ("orjson", _version("orjson")),
         ("CPU speed check (when this file was written; each figure has its own)", speed_check()),
+        ("CPU stolen by the hypervisor since boot", _steal_text()),
     ]
     for name, url in db_urls.items():
         rows.append((f"{name} server" if name != "sqlite" else "SQLite", db_version(url)))
@@ -390,9 +394,7 @@ def main(argv: list[str]) -> int:
 def stamp(fig: Figure, started: float, load_before: str, command: str) -> None:
     fig.measured_at = time.strftime("%Y-%m-%d %H:%M %Z")
     fig.seconds = time.monotonic() - started
-    fig.load = (
-        f"{load_before} / {loadavg()}; CPU speed check after it: {speed_check().split(';')[0]}"
-    )
+    fig.load = f"{load_before} / {loadavg()}; CPU speed check after it: {speed_check()}"
     fig.command = command
 
 
