@@ -6,9 +6,10 @@ for the commit, which keeps the upserts and stops the cursor."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from connector.destination.client import ApiClient
 from connector.mapping.compile import CompiledMapping
@@ -59,6 +60,29 @@ class Batch:
         return not (self.sends or self.deletes or self.rejects or self.settled or self.last)
 
 
+class _Payloads(Sequence[Any]):
+    """The items of a batch, read from their units when asked for: a unit mapped in a worker
+    process carries only its JSON, and the items are needed only when ShopiMind rejects some
+    (or the batch is split)."""
+
+    def __init__(self, units: Sequence[Unit]) -> None:
+        self._units = units
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [u.payload for u in self._units[i]]
+        return self._units[i].payload
+
+
 class BatchSender:
     """Sends batches of one mapping; thread-safe (it keeps nothing of a batch)."""
 
@@ -83,10 +107,10 @@ class BatchSender:
     def _send(self, batch: Batch) -> None:
         res = self.mapping.resource
         units = batch.sends
-        items = [u.item for u in units]
         what = f"{self.mapping.name}: POST {res.path}"
         # each unit's canonical JSON (what its hash hashes) is the request body: not encoded again
         bodies = [u.body for u in units] if all(u.body for u in units) else None
+        items: Sequence[Any] = _Payloads(units) if bodies else [u.payload for u in units]
         result = self.client.send_items(res.path, items, what=what, encoded=bodies)
         batch.counts.requests += result.requests
         batch.counts.items_sent += len(items)
@@ -95,7 +119,7 @@ class BatchSender:
             u = units[i] if 0 <= i < len(units) else None
             key = u.key_text if u else "unmatched:" + payload_hash(entry)[:16]
             batch.rejects.append(
-                Reject(self.mapping.name, key, u.item if u else None, entry, "api")
+                Reject(self.mapping.name, key, items[i] if u else None, entry, "api")
             )
             log.warning(
                 "%s: ShopiMind rejected row %s (kept in rejected items): %s",

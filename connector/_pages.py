@@ -9,6 +9,7 @@ problem (``_translated``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from connector.errors import SchemaMismatchError
@@ -59,14 +60,15 @@ class PagesMixin:
         children = {}
         for cname, child in self.mapping.children.items():
             links = list(dict.fromkeys(parent_link(r, child) for r in rows))
-            kids = (
-                self.reader.fetch(
-                    q.children_query(child, links),
-                    f"{self.mapping.file}: {child.path}: reading child rows",
+            what = f"{self.mapping.file}: {child.path}: reading child rows"
+            kids: list[dict[str, Any]] = []
+            if links and len(child.child_columns) == 1:  # one statement for every page
+                stmt = self.statements.once(
+                    f"children:{cname}", partial(q.children_query, child, None)
                 )
-                if links
-                else []
-            )
+                kids = self.reader.fetch(stmt, what, {q.LINKS: [k[0] for k in links]})
+            elif links:
+                kids = self.reader.fetch(q.children_query(child, links), what)
             children[cname] = group_children(child, kids)
         return children
 

@@ -19,6 +19,7 @@ from connector.config import Config
 from connector.destination.budget import Budget
 from connector.destination.client import ApiClient, RetryPolicy
 from connector.mapping import CompiledMapping, Mapping, load_mappings
+from connector.mapworkers import MapPool, default_workers
 from connector.memory import limit_malloc_arenas
 from connector.source.reader import ShopReader
 from connector.source.statements import Statements
@@ -50,6 +51,8 @@ class Runtime:
     stop: threading.Event = field(default_factory=threading.Event)
     compiled: dict[str, CompiledMapping] = field(default_factory=dict)
     pool: ThreadPoolExecutor | None = None
+    # worker processes that map full pages (None: mapped in the pass threads)
+    map_pool: MapPool | None = None
     # custom data / events: definition ids and event types provisioned by this process
     provisioned: dict[str, str] = field(default_factory=dict)
     # each mapping's pass statements, built once (see sync.Statements)
@@ -97,7 +100,10 @@ class Runtime:
         pool = ThreadPoolExecutor(
             max_workers=max(2, config.sync.max_in_flight * 2), thread_name_prefix="send"
         )
-        rt = cls(config, mappings, store, reader, client, stop, pool=pool)
+        workers = config.sync.map_workers
+        workers = default_workers() if workers is None else workers
+        map_pool = MapPool(workers) if workers > 0 else None
+        rt = cls(config, mappings, store, reader, client, stop, pool=pool, map_pool=map_pool)
         for m in mappings:
             rt.compiled[m.name] = CompiledMapping(
                 m, config.shop_tz, config.shopimind.id_data_source
@@ -107,6 +113,8 @@ class Runtime:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        if self.map_pool is not None:
+            self.map_pool.close()
         if self.client is not None:
             self.client.close()
         self.reader.close()
@@ -121,11 +129,11 @@ class Runtime:
     def syncer(self, name: str, progress: ProgressFn | None = None) -> MappingSync:
         assert self.client is not None, "runtime opened without the API client"
         cls: type[MappingSync] = MappingSync
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"map_pool": self.map_pool}
         if self.compiled[name].mapping.kind != "resource":  # custom data / events: own pass class
             from connector.events import pass_class
 
-            cls, extra = pass_class(self, name)
+            cls, extra = pass_class(self, name)  # they map rows their own way: in this process
         return cls(
             self.compiled[name],
             reader=self.reader,

@@ -15,22 +15,24 @@ Guarantees (see README, "What the connector guarantees"):
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
-from connector._pages import PagesMixin, _Page
+from connector._feed import PageFeed
+from connector._pages import PagesMixin
 from connector._phases import API_REJECT_ATTEMPTS, CHILD_META, PhasesMixin, drained
 from connector.batching import PageWriter, Position
 from connector.destination.client import ApiClient
 from connector.errors import AuthError, ConnectorError
 from connector.mapping.compile import CompiledMapping
 from connector.mapping.spec import Mapping
+from connector.mapworkers import MapPool
 from connector.source import query as q
 from connector.source.reader import ShopReader
 from connector.source.statements import Statements
@@ -49,8 +51,6 @@ __all__ = [
     "ProgressFn",
     "drained",
 ]
-
-log = logging.getLogger("connector.sync")
 
 ProgressFn = Callable[[str, int], None]
 FORCE_META = "force_resend:{}"
@@ -96,6 +96,7 @@ class MappingSync(PagesMixin, PhasesMixin):
         max_in_flight: int = 1,
         statements: Statements | None = None,
         recent: Recent | None = None,
+        map_pool: MapPool | None = None,
     ) -> None:
         self.compiled = compiled
         self.mapping: Mapping = compiled.mapping
@@ -113,6 +114,7 @@ class MappingSync(PagesMixin, PhasesMixin):
         self.max_in_flight = max_in_flight
         self.statements = statements or Statements()
         self.recent = recent or Recent()
+        self.map_pool = map_pool
         self._force_until: Any = None
         self._any_rejects = True  # until read at the start of a pass
         # per pass: see run_pass
@@ -244,36 +246,72 @@ class MappingSync(PagesMixin, PhasesMixin):
         forced = self._meta.get(force_meta)
         self._force_until = Cursor.from_json(forced).value if forced else None
         writer = self._writer(counts, self._end, True)
-        ahead: ThreadPoolExecutor | None = None  # reads the next page while this one is sent
+        feed: PageFeed | None = None  # the pages after a full first one, read ahead
         try:
-            with drained(writer):
+            with drained(writer), self._mapping_workers() as workers:
                 self._running()
-                rows, children = self._page_rows(start, upper), None
-                while not self.stop.is_set():
-                    if not rows:
-                        break
+                rows = self._page_rows(start, upper)
+                children: dict[str, Any] | None = None
+                mapped: Future[list[Unit]] | None = None
+                while not self.stop.is_set() and rows:
                     counts.rows_read += len(rows)
-                    last = rows[-1]
-                    start = q.Position(last[q.CURSOR_LABEL], row_key(last, self.mapping))
-                    following: Future[_Page] | None = None
-                    if len(rows) == self.page_size:  # more to come: a backfill or a burst
-                        if ahead is None:
-                            ahead = ThreadPoolExecutor(1, f"read-{self.mapping.name}")
-                        following = ahead.submit(self._read_page, start, upper)
-                    self._deliver(rows, writer, children, self._reuse(rows))
+                    if feed is None and len(rows) == self.page_size:  # a backfill or a burst
+                        feed = self._feed(upper, workers).start(self._position(rows[-1]))
+                    if mapped is not None:
+                        writer.write(self._mapped(mapped), rows)
+                    else:
+                        self._deliver(rows, writer, children, self._reuse(rows))
                     if self.progress:
                         self.progress(self.mapping.name, len(rows))
-                    if following is None:
+                    if feed is None:
                         break
                     self._running()
-                    rows, children = self._translated(following.result)
+                    fed = self._translated(feed.next)
+                    if fed is None:
+                        break
+                    rows, children, mapped = fed
         finally:
-            if ahead is not None:
-                ahead.shutdown(wait=True, cancel_futures=True)
+            if feed is not None:
+                feed.close()
             self._force_until = None
         self._end, self._end_known = writer.saved, True
         if forced and not self.stop.is_set():
             self.store.set_meta(force_meta, "")
+
+    def _mapped(self, future: Future[list[Unit]]) -> list[Unit]:
+        """A page's units from a mapping worker."""
+        assert self.map_pool is not None
+        pool = self.map_pool
+        return self._translated(lambda: pool.units(self.compiled, future))
+
+    def _position(self, row: dict[str, Any]) -> q.Position:
+        return q.Position(row[q.CURSOR_LABEL], row_key(row, self.mapping))
+
+    def _mapping_workers(self) -> AbstractContextManager[MapPool | None]:
+        """The worker processes that may map this pass's full pages (none for mappings that
+        map rows their own way, or with ``sync.map_workers = 0``)."""
+        return self.map_pool.using() if self.map_pool is not None else nullcontext()
+
+    def _feed(self, upper: Any, workers: MapPool | None) -> PageFeed:
+        """Pages after the first, read ahead: one waiting page, or with workers enough to keep
+        each of them busy while this thread writes."""
+        submit = None
+        if workers is not None:
+            compiled = self.compiled
+
+            def submit(
+                rows: list[dict[str, Any]], kids: dict[str, Any]
+            ) -> Future[list[Unit]] | None:
+                return workers.submit(compiled, rows, kids)
+
+        return PageFeed(
+            self.mapping.name,
+            lambda start: self._read_page(start, upper),
+            self._position,
+            self.page_size,
+            submit,
+            1 if workers is None else workers.workers + 1,
+        )
 
     # --- a page ----------------------------------------------------------------------------------
 

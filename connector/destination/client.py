@@ -228,13 +228,14 @@ class ApiClient:
         texts = list(encoded) if encoded is not None else None
         if texts is not None and len(texts) != len(items):
             raise ValueError("send_items: one encoded text per item")
-        self._send(path, list(items), texts, 0, result, what or path)
+        items = items if texts is not None else list(items)
+        self._send(path, items, texts, 0, result, what or path)
         return result
 
     def _send(
         self,
         path: str,
-        items: list[Any],
+        items: Sequence[Any],  # read only on a rejection or a split when ``texts`` are given
         texts: list[bytes] | None,
         offset: int,
         result: BatchResult,
@@ -312,7 +313,7 @@ def _has_rejections(body: Any) -> bool:
     )
 
 
-def _match_rejections(entries: list[Any], items: list[Any]) -> list[tuple[int | None, Any]]:
+def _match_rejections(entries: list[Any], items: Sequence[Any]) -> list[tuple[int | None, Any]]:
     """Pair each rejected entry with the index of the item it names.
 
     The entry's key names are not documented, so: an integer ``index`` (or ``idx``/``position``)

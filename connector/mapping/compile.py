@@ -29,6 +29,9 @@ class MissingColumn(Exception):
         self.path = path
         self.column = column
 
+    def __reduce__(self) -> tuple[type[MissingColumn], tuple[str, str]]:
+        return MissingColumn, (self.path, self.column)  # raised in a mapping worker, too
+
 
 class FieldProblem(Exception):
     def __init__(self, path: str, message: str) -> None:
@@ -278,6 +281,8 @@ class CompiledMapping:
 
     def __init__(self, mapping: Mapping, shop_tz: tzinfo, id_data_source: int | None = None):
         self.mapping = mapping
+        self.shop_tz = shop_tz
+        self.id_data_source = id_data_source
         res = mapping.resource
         plain: dict[str, ValueSpec] = {}
         objects: list[tuple[str, ObjectFn, bool, tuple[str, ...]]] = []

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from connector.registry import Resource
 
-NO_DEFAULT: Any = object()
+
+class _NoDefault:
+    """The "no default" marker: one object, also after a trip through pickle (mappings are
+    sent to the mapping worker processes), where it is compared by identity."""
+
+    def __reduce__(self) -> str:
+        return "NO_DEFAULT"
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
 
 
 @dataclass(frozen=True)
@@ -64,11 +77,11 @@ class ChildSpec:
     fields: dict[str, ValueSpec] = field(default_factory=dict)  # for arrays of objects
     value: ValueSpec | None = None  # for arrays of ids
 
-    @property
+    @cached_property  # read for every row of a page
     def child_columns(self) -> tuple[str, ...]:
         return tuple(c for c, _ in self.parent_key)
 
-    @property
+    @cached_property
     def parent_columns(self) -> tuple[str, ...]:
         return tuple(p for _, p in self.parent_key)
 

@@ -174,16 +174,23 @@ def pending_count_query(spec: SourceSpec, start: Position | None, upper: Any | N
     return sa.select(sa.func.count()).select_from(rel).where(*conds)
 
 
-def children_query(child: ChildSpec, parent_keys: Sequence[tuple[Any, ...]]) -> AnySelect:
-    """All child rows of a page of parents in one query."""
+LINKS = "links"  # the expanding parameter of ``children_query(child, None)``
+
+
+def children_query(child: ChildSpec, parent_keys: Sequence[tuple[Any, ...]] | None) -> AnySelect:
+    """All child rows of a page of parents in one query. With ``parent_keys`` None (a
+    one-column link only), the links are the expanding parameter ``LINKS``: the statement is
+    built once and run for every page."""
     cols = [*child.child_columns, *child.order_by]
     rel = relation(child.table, child.query, cols)
     ccols = [rel.c[c] for c in child.child_columns]
-    distinct = list(dict.fromkeys(parent_keys))
-    if len(ccols) == 1:
-        cond: sa.ColumnElement[bool] = ccols[0].in_([k[0] for k in distinct])
+    if parent_keys is None:
+        assert len(ccols) == 1
+        cond: sa.ColumnElement[bool] = ccols[0].in_(sa.bindparam(LINKS, expanding=True))
+    elif len(ccols) == 1:
+        cond = ccols[0].in_([k[0] for k in dict.fromkeys(parent_keys)])
     else:
-        cond = sa.tuple_(*ccols).in_(distinct)
+        cond = sa.tuple_(*ccols).in_(list(dict.fromkeys(parent_keys)))
     order = [*ccols, *(rel.c[c] for c in child.order_by)]
     return sa.select(sa.text("*")).select_from(rel).where(cond).order_by(*order)
 

@@ -36,6 +36,14 @@ class Statements:
             stmt = self._built[shape] = build(**binds)
         return stmt, {name: v for name, v in values.items() if v is not None}
 
+    def once(self, kind: str, build: Callable[[], Any]) -> Any:
+        """The statement ``build()`` gives, built once (its parameters are given at each run,
+        e.g. an expanding IN)."""
+        stmt = self._built.get((kind,))
+        if stmt is None:
+            stmt = self._built[(kind,)] = build()
+        return stmt
+
 
 def named(prefix: str, values: Sequence[Any] | None) -> dict[str, Any]:
     """``values`` as keyword arguments ``<prefix>0``, ``<prefix>1``... (none for None)."""

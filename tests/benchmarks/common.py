@@ -56,6 +56,9 @@ def copy_mappings(folder: Path, names: Sequence[str]) -> Path:
     return folder
 
 
+MAP_WORKERS_ENV = "SHOPIMIND_BENCH_MAP_WORKERS"
+
+
 def config_dict(
     tmp: Path,
     shop_url: str,
@@ -69,6 +72,9 @@ def config_dict(
         "state": {"url": f"sqlite:///{tmp / 'state.sqlite'}"},
         "sync": {"mappings_dir": str(copy_mappings(tmp / "mappings", mappings))},
     }
+    workers = os.environ.get(MAP_WORKERS_ENV)  # to compare: unset = the machine's default
+    if workers:
+        data["sync"]["map_workers"] = int(workers)
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return data
@@ -148,12 +154,12 @@ def cursors_to_end(rt: Runtime) -> None:
             rt.store.set_meta(CHILD_META.format(m.name, cname), Cursor(upper, ()).to_json())
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set size (VmHWM), MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak resident set size (VmHWM), MB (this process's by default)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -224,6 +230,8 @@ class Stages:
                 self._patch(rt.store, name, name, self.send)
         self._patch(rt.reader, "fetch", "read (shop queries)")
         self._patch(sync_module, "transform_page", "map (transform_page)")
+        if getattr(rt, "map_pool", None) is not None:  # full pages are mapped in workers
+            self._patch(rt.map_pool, "units", "waiting for the mapping workers")
         lookup = "get_records" if hasattr(rt.store, "get_records") else "get_hashes"
         self._patch(rt.store, lookup, "state: hash lookups")
         self._patch(rt.store, "commit_batch", "state: batch commits")

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.benchmarks import report, shopdb
+from tests.benchmarks.common import MAP_WORKERS_ENV
 
 HERE = Path(__file__).resolve().parent
 SERVERS = {"postgresql": "SHOPIMIND_TEST_POSTGRES_URL", "mysql": "SHOPIMIND_TEST_MYSQL_URL"}
@@ -129,6 +130,9 @@ class Recorder:
                 continue
             args.append(a)
         command = shlex.join(["python", "-m", "pytest", *args])
+        workers = os.environ.get(MAP_WORKERS_ENV)
+        if workers:
+            command = f"{MAP_WORKERS_ENV}={shlex.quote(workers)} {command}"
         test = self.nodeid.split("::")[-1]
         report.stamp(fig, self.started, self.load, f"{command} -k {test}")
         report.store(fig, self.settings.quick)

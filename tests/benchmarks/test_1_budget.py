@@ -92,10 +92,21 @@ class Run:
     ahead: float = 0.0  # shop reads on the read-ahead thread (overlapping the pass thread), s
     send_state: dict[str, tuple[int, float]] = field(default_factory=dict)  # calls, s
     sandbox_cpu: float = 0.0  # % of one core
+    workers: int = 0  # mapping worker processes
+    workers_cpu: float = 0.0  # % of one core, their start-up included
 
 
-def _run(url: str, tmp: Path, name: str, rpm: int, seconds: float, warmup: float) -> Run:
-    """Backfill mapping ``name`` for ``seconds``, then stop; what the sandbox saw."""
+def _run(
+    url: str,
+    tmp: Path,
+    name: str,
+    rpm: int,
+    seconds: float,
+    warmup: float,
+    workers: int | None = None,
+) -> Run:
+    """Backfill mapping ``name`` for ``seconds``, then stop; what the sandbox saw.
+    ``workers``: ``sync.map_workers`` (None: the machine's default)."""
     tmp.mkdir()
     run = Run(name, seconds)
     samples: list[tuple[Any, tuple[Any, ...]]] = []
@@ -107,7 +118,8 @@ def _run(url: str, tmp: Path, name: str, rpm: int, seconds: float, warmup: float
             sb.url,
             [name],
             shopimind={"requests_per_minute": rpm, "timeout": "30s"},
-            sync={"max_in_flight": MAX_IN_FLIGHT},
+            sync={"max_in_flight": MAX_IN_FLIGHT}
+            | ({} if workers is None else {"map_workers": workers}),
         )
         done: list[PassResult] = []
         answers: list[tuple[float, float]] = []  # (when it ended, answer time)
@@ -116,6 +128,7 @@ def _run(url: str, tmp: Path, name: str, rpm: int, seconds: float, warmup: float
             answers.append((time.time(), took))
 
         with Runtime.open(cfg, on_request=on_request) as rt:
+            run.workers = rt.map_pool.workers if rt.map_pool is not None else 0
             stages = Stages(rt, send_threads=("announce",))
             worker = threading.Thread(target=lambda: done.append(rt.syncer(name).run_pass()))
             started = time.time()
@@ -131,6 +144,8 @@ def _run(url: str, tmp: Path, name: str, rpm: int, seconds: float, warmup: float
             worker.join()
             run.cpu = (time.process_time() - cpu0) / (stopped - started) * 100
             run.sandbox_cpu = (cpu_seconds(sb.proc.pid) - sb_cpu0) / (stopped - started) * 100
+            pids = rt.map_pool.worker_pids() if rt.map_pool is not None else []
+            run.workers_cpu = sum(cpu_seconds(p) for p in pids) / (stopped - started) * 100
             stages.restore()
             run.stages = dict(stages.seconds)
             run.ahead = sum(stages.ahead.values())
@@ -315,6 +330,22 @@ def test_budget_use(settings: Settings, shops: Shops, record: Recorder, tmp_path
         fig.notes.append(f"{label}: pass outcome after the stop: {run.outcome}.")
         if run.rate / budget < 0.95:
             fig.notes.append(_why(run, label, budget))
+    for run in runs:  # the same backfill with the other choice of mapping workers
+        other = 0 if run.workers else 1
+        alt = _run(url, tmp_path / f"{run.label}-w{other}", run.label, rpm, seconds, warmup, other)
+        fig.add(
+            Row(
+                f"{run.label}: requests/s with map_workers = {other} vs {run.workers} (default)",
+                alt.rate,
+                "req/s",
+                run.rate,
+                f"map_workers = {run.workers}",
+                note=f"answers in {alt.answer:.2f} s; CPU: connector {alt.cpu:.0f}% + its "
+                f"workers {alt.workers_cpu:.0f}%, sandbox {alt.sandbox_cpu:.0f}% of a core; 429s: "
+                f"{alt.statuses.get(429, 0)}, short batches: {len(alt.partial)}, rows up to "
+                f"the cursor missing: {alt.missing}",
+            )
+        )
     fig.notes.append(
         f"The budget's token bucket refills at (rpm - burst)/60 = {(rpm - rpm // 60) / 60:.1f}/s "
         f"after a burst of {rpm // 60}, so {(rpm - rpm // 60) / rpm:.1%} of the budget is the "

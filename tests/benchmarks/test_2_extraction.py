@@ -70,18 +70,23 @@ class Measured:
     requests: int
     commits: int
     ahead: float = 0.0  # seconds of shop reads on the read-ahead thread (overlapping the pass)
+    workers: int = 0  # mapping worker processes
 
 
-def _connector(cfg_tmp: Path, url: str, mapping: str, rows: int) -> Measured:
+def _connector(
+    cfg_tmp: Path, url: str, mapping: str, rows: int, workers: int | None = None
+) -> Measured:
+    """``workers``: ``sync.map_workers`` (None: the default for this machine)."""
     cfg = make_config(
         cfg_tmp,
         url,
         "http://sink.invalid",
         [mapping],
         shopimind={"requests_per_minute": 100_000},
-        sync={"max_in_flight": 8},
+        sync={"max_in_flight": 8} | ({} if workers is None else {"map_workers": workers}),
     )
     with Runtime.open(cfg, transport=sink_transport()) as rt:
+        used = rt.map_pool.workers if rt.map_pool is not None else 0
         ref1, _ = _reference(rt, mapping, rows)
         read = [0]
 
@@ -108,6 +113,7 @@ def _connector(cfg_tmp: Path, url: str, mapping: str, rows: int) -> Measured:
         result.counts.requests,
         stages.calls.get("state: batch commits", 0),
         sum(stages.ahead.values()),
+        used,
     )
 
 
@@ -171,11 +177,13 @@ def test_extraction_speed(
         "items/s the default budget of 600 requests/min x 50 items absorbs).",
     )
     slow: list[str] = []
+    own: list[float] = []  # microseconds of the connector's process's CPU per row
     for backend in settings.backends:
         url = shops.url(backend)
         for mapping in MAPPINGS:
             got = _connector(tmp_path / f"{backend}-{mapping}", url, mapping, n)
             rate, ref_rate = got.rows / got.wall, got.rows / got.reference
+            own.append(got.cpu / got.rows * 1e6)
             if rate < FLOOR:
                 slow.append(
                     f"{mapping} on {backend} {rate:,.0f} ({got.rows / got.cpu:,.0f} per CPU-s)"
@@ -208,10 +216,26 @@ def test_extraction_speed(
                     on_ratio=True,
                 )
             )
+            if backend == settings.main:  # the same pass with the other choice of workers
+                other = 0 if got.workers else 1
+                alt = _connector(tmp_path / f"{backend}-{mapping}-w{other}", url, mapping, n, other)
+                fig.add(
+                    Row(
+                        f"{mapping} on {backend}: map_workers = {other} vs {got.workers} (default)",
+                        alt.rows / alt.wall,
+                        "rows/s",
+                        rate,
+                        f"map_workers = {got.workers}",
+                        note=f"rows per CPU-second of the connector's own process: "
+                        f"{alt.rows / alt.cpu:,.0f} vs {got.rows / got.cpu:,.0f} (a worker's CPU "
+                        "is not in it)",
+                    )
+                )
             parts = ", ".join(f"{k} {v / got.rows * 1e6:.0f}" for k, v in got.stages.items())
             other = got.wall - sum(got.stages.values())
             fig.notes.append(
                 f"{mapping} on {backend}: {got.rows:,} rows in {got.wall:.1f} s ({got.outcome}, "
+                f"{got.workers} mapping worker process(es), "
                 f"{got.requests:,} requests, {got.commits:,} state commit transactions); "
                 f"microseconds per row on the pass thread: {parts}, rest (batching, waiting for "
                 f"the send threads and the read-ahead, bookkeeping) {other / got.rows * 1e6:.0f}; "
@@ -241,16 +265,17 @@ def test_extraction_speed(
     if slow:
         fig.notes.append(
             f"Under the 10,000 rows/s floor: {'; '.join(slow)} rows/s. The pass is bound by "
-            "the processor in one Python interpreter (rows per CPU-second are close to rows per "
-            "second): each order is a page row plus about 3 line rows decoded by the driver "
-            "into dicts, an item with a nested list of lines built field by field, its "
-            "canonical JSON and SHA-256, and its state record. The read-ahead thread and the "
-            "send threads share the interpreter lock with the pass thread; they overlap it "
-            "only while waiting on the database or the network. Canonical JSON goes through "
-            "orjson (an order's in about 11 us instead of 21 with the standard encoder) and "
-            "NUMERIC amounts are rounded once per distinct value. Not tried: mapping in a "
-            "second process. This machine is a shared 2-core VM whose speed varies from run to "
-            "run (the same pass measured 4,300-5,600 rows/s minutes apart)."
+            "the processor: each order is a page row plus about 3 line rows decoded by the "
+            "driver into dicts, an item with a nested list of lines built field by field, its "
+            "canonical JSON and SHA-256, and its state record (looked up, announced before "
+            "sending, committed after). Full pages are mapped and hashed in the mapping worker "
+            "processes (`sync.map_workers`, one on 2 cores); what stays in the connector's "
+            "process (shop reads and their dicts, sending the pages to the workers and taking "
+            "the units back, the state lookups, write-aheads and commits, batching and the "
+            f"HTTP requests) still cost {min(own):.0f}-{max(own):.0f} us of CPU per row in "
+            "these runs, so on 2 cores, shared with the database server, one worker is what "
+            "pays (two were slower when tried). This machine is a shared 2-core VM whose "
+            "speed varies from run to run (see the CPU speed check in the machine table)."
         )
     if "mysql" in settings.backends:
         fig.notes.append(

@@ -4,7 +4,8 @@
     python -m tests.benchmarks.worker reconcile CONFIG.json MAPPING
 
 CONFIG.json is a config as a dict (``common.config_dict``); the API is the instant sink. Prints one
-JSON line: rows, seconds, the peak RSS before the job (imports, runtime open) and after it (MB).
+JSON line: rows, seconds, the peak RSS before the job (imports, runtime open) and after it (MB),
+and the sum of the peak RSS of the mapping worker processes (``sync.map_workers``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,15 @@ def main(argv: list[str]) -> int:
                 "outcome": rec.outcome,
                 "message": rec.message,
             }
-        out |= {"seconds": time.monotonic() - started, "base_mb": base, "peak_mb": peak_rss_mb()}
+        pool = rt.map_pool  # the mapping worker processes: their peaks, read before they stop
+        workers = [peak_rss_mb(pid) for pid in (pool.worker_pids() if pool else [])]
+        out |= {
+            "seconds": time.monotonic() - started,
+            "base_mb": base,
+            "peak_mb": peak_rss_mb(),
+            "workers_mb": sum(workers),
+            "workers": len(workers),
+        }
     print(json.dumps(out, default=str))
     return 0
 
