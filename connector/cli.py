@@ -2,6 +2,9 @@
 
 Exit codes: 0 success; 1 a pass failed or the API refused the key; 2 invalid config, mapping
 files or state database version.
+
+The commands and their options are declared in :mod:`connector._cli_parser`; each command's
+handler is here.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from connector import __version__, logsetup
+from connector import logsetup
+from connector._cli_parser import build_parser
 from connector.config import Config, load_config
 from connector.errors import ConfigError, ConnectorError, FatalError, MappingError
 from connector.mapping import load_mappings
@@ -22,140 +26,8 @@ from connector.mapping import load_mappings
 log = logging.getLogger("connector")
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="config file (default: ./config.toml, "
-        "/etc/shopimind-connector/config.toml, or $SHOPIMIND_CONNECTOR_CONFIG)",
-    )
-    common.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    common.add_argument(
-        "--log-format", default="auto", choices=["auto", "human", "journal", "json"]
-    )
-
-    p = argparse.ArgumentParser(
-        prog="shopimind-connector",
-        description="Sync an in-house shop's SQL database into ShopiMind.",
-        parents=[common],
-    )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, description=help_, parents=[common])
-
-    c = cmd(
-        "check", "validate the config and mapping files, then check them against the shop database"
-    )
-    c.add_argument("--offline", action="store_true", help="do not connect to the shop database")
-
-    c = cmd(
-        "preview",
-        "print the exact JSON items a mapping would send next (no API call, no cursor move)",
-    )
-    c.add_argument("mapping")
-    c.add_argument("--limit", type=int, default=5, help="rows to show (default 5)")
-
-    c = cmd("sync", "run one pass of every mapping (or of the named ones), then exit")
-    c.add_argument(
-        "--mapping", "-m", action="append", default=[], help="only this mapping (repeatable)"
-    )
-
-    cmd(
-        "run",
-        "run as a service: a pass of every mapping each poll interval until SIGTERM "
-        "(SIGHUP re-reads the config and mapping files)",
-    )
-
-    c = cmd(
-        "health",
-        "exit 0 when every enabled mapping completed a successful pass recently, else 1 "
-        "(for monitoring probes; reads only the state database)",
-    )
-    c.add_argument(
-        "--intervals",
-        type=float,
-        default=3.0,
-        metavar="N",
-        help="recent = within N poll intervals (default 3)",
-    )
-    c.add_argument(
-        "--max-age", metavar="DURATION", help="recent = within this duration, e.g. 15m (wins)"
-    )
-    c.add_argument("--json", action="store_true", help="machine-readable output")
-
-    c = cmd(
-        "reconcile",
-        "delete on ShopiMind the rows deleted outright in the shop (compares the keys sent with "
-        "the shop's rows)",
-    )
-    c.add_argument(
-        "--mapping", "-m", action="append", default=[], help="only this mapping (repeatable)"
-    )
-    c.add_argument("--dry-run", action="store_true", help="compare and report; delete nothing")
-    c.add_argument(
-        "--max-delete-share",
-        type=float,
-        default=0.5,
-        metavar="SHARE",
-        help="delete nothing when more than this share of a mapping's records would go "
-        "(default 0.5; 1 = no limit)",
-    )
-
-    c = cmd("contact", "show ShopiMind's unified contact of an email or a shop customer id")
-    who = c.add_mutually_exclusive_group(required=True)
-    who.add_argument("--email", help="the contact's email (case-insensitive)")
-    who.add_argument("--customer-id", metavar="ID", help="the shop's customer id")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
-
-    c = cmd("status", "per mapping: cursor, last run, rows behind, rejected items")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
-
-    c = cmd("reset", "move a mapping's cursor back (re-send from a time), or to the start")
-    c.add_argument("mapping")
-    c.add_argument(
-        "--to",
-        metavar="TIMESTAMP",
-        help="shop-local time like '2026-05-01 00:00' (default: the start)",
-    )
-
-    c = cmd("rejected", "rejected items kept in the state database")
-    rsub = c.add_subparsers(dest="rejected_command", required=True, metavar="ACTION")
-    rl = rsub.add_parser("list", help="list open rejected items", parents=[common])
-    rl.add_argument("--mapping", "-m")
-    rl.add_argument("--limit", type=int, default=50)
-    rl.add_argument("--json", action="store_true")
-    rr = rsub.add_parser(
-        "retry",
-        help="re-read the rows behind open rejected items and send them again (after fixing a "
-        "mapping or the data)",
-        parents=[common],
-    )
-    rr.add_argument("--mapping", "-m")
-
-    c = cmd("db", "state database maintenance")
-    dsub = c.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    dsub.add_parser("upgrade", help="create or upgrade the state database schema", parents=[common])
-
-    c = cmd("sandbox", "serve the local ShopiMind sandbox on loopback (for tests and demos)")
-    c.add_argument("--host", default="127.0.0.1")
-    c.add_argument("--port", type=int, default=8765)
-    c.add_argument(
-        "--api-key-env",
-        default="SHOPIMIND_API_KEY",
-        help="environment variable holding the key the sandbox accepts",
-    )
-    c.add_argument("--requests-per-minute", type=int, default=600)
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logsetup.setup(args.log_level, args.log_format)
     try:
         return _dispatch(args)
