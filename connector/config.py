@@ -93,7 +93,7 @@ class SyncConfig(_Strict):
     page_size: int = Field(500, ge=1, le=100_000)
     max_in_flight: int = Field(8, ge=1, le=256)
     # worker processes that map a backfill's full pages (see connector/mapworkers.py); None: one
-    # per core beyond two, at most 4; 0: map in the connector's own process
+    # per core but one, at most 4; 0: map in the connector's own process
     map_workers: int | None = Field(None, ge=0, le=64)
     reconcile_interval: Duration = 3600.0  # hard-delete reconciliation; 0 disables it
     only: list[str] = Field(default_factory=list)

@@ -51,12 +51,13 @@ _tokens = itertools.count(1)
 
 
 def default_workers() -> int:
-    """``sync.map_workers`` when not set: one per core beyond two, at most 4; none on one or
-    two cores. The connector's own process keeps a core busy (reading, batching, committing,
-    sending), and on a 2-core machine shared with the shop database one worker was as often
-    slower as faster (BENCHMARKS.md, figures 1 and 2)."""
+    """``sync.map_workers`` when not set: one per core but one, at most 4; none on a single
+    core. The connector's own process keeps a core busy (reading, batching, committing,
+    sending). On a 2-core machine shared with the shop database, one worker made backfills
+    5-27% faster (BENCHMARKS.md, figures 1 and 2; short runs of under ~15 s went both ways, a
+    worker's start-up costs about a second of CPU)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min((cores or 1) - 2, 4))
+    return max(0, min((cores or 1) - 1, 4))
 
 
 class MapPool:

@@ -234,7 +234,7 @@ def render(figures: list[Figure], machine_rows: list[tuple[str, str]], quick: bo
         "```sh",
         "export SHOPIMIND_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test",
         "export SHOPIMIND_TEST_MYSQL_URL=mysql+pymysql://root@127.0.0.1:3306/test  # optional",
-        "make bench                      # full: 1M customers/orders, 11-14 min on 2 cores",
+        "make bench                      # full: 1M customers/orders, 12-20 min on 2 cores",
         "make bench BENCH_ARGS=--quick   # a first look on 100k rows (.bench/BENCHMARKS-quick.md)",
         "```",
         "",
@@ -368,6 +368,27 @@ to the next here, so before/after comparisons were made by running both versions
   orders 52.0 requests/s, this code 79.3 and 56.1 (and 91.5 and 64.2 in the full run ten
   minutes earlier). Here the limit is the processor: the test API answered in 0.6-0.9 s instead
   of 0.3 s (it shares the 2 cores), and the pass thread maps orders at 144 us per row.
+
+Fourth round (session 4, on a machine slower again: the CPU speed check's median went from
+55-99 ms to 59-110 ms, and figures of the same code were 20-40% lower than the third round's):
+
+* Mapping in worker processes (`sync.map_workers`, `connector/mapworkers.py`): a backfill's full
+  pages are read ahead and handed to worker processes, which map and hash them and send back
+  the units (without the items: the JSON is there), while the connector's process keeps reading,
+  batching, sending and committing in order. Default: one worker per core but one (at most 4),
+  so one on this 2-core machine. Figures 1 and 2 measure the other choice side by side
+  ("map_workers = ... vs ..." rows). Before the default was set, with none as the default: one
+  worker gave +5% and +7% requests/s in figure 1 and +9 to +27% rows/s in figure 2 (two full
+  runs); back to back on PostgreSQL, 100,000 rows, twice each: orders 3,195/3,209 rows/s
+  without, 3,694/3,460 with; customers 5,283/5,067 without, 5,667/5,683 with. Runs of 40,000
+  rows or fewer (quick figures, about 10 s) went both ways: a worker's start-up costs about a
+  second of CPU. The gain stays small on 2 cores because the worker competes with the database
+  server, and the connector's own process still spends about 150-300 us of CPU per row outside
+  mapping (shop reads, state lookups, write-aheads and commits, batching, HTTP) under one
+  interpreter lock. Not measured: a machine with more than 2 cores.
+* `Unit` is a named tuple (made and unpickled several times faster than the frozen
+  dataclass); the child rows of a page are read with one statement built once per mapping
+  (expanding IN); a child's link columns are computed once.
 """
 
 

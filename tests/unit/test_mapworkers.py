@@ -180,10 +180,10 @@ def test_workers_exit_when_the_connector_process_is_killed(tmp_path: Path) -> No
         owner.kill()
 
 
-def test_the_default_leaves_two_cores_to_the_connector_and_the_database(
+def test_the_default_leaves_a_core_to_the_connector_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for cores, workers in ((1, 0), (2, 0), (3, 1), (4, 2), (16, 4)):
+    for cores, workers in ((1, 0), (2, 1), (3, 2), (4, 3), (16, 4)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
         assert default_workers() == workers
 
