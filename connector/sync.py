@@ -22,6 +22,7 @@ from concurrent.futures import Executor, Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import partial
 from typing import Any
 
 from connector._feed import PageFeed
@@ -249,30 +250,33 @@ class MappingSync(PagesMixin, PhasesMixin):
         feed: PageFeed | None = None  # the pages after a full first one, read ahead
         try:
             with drained(writer), self._mapping_workers() as workers:
-                self._running()
-                rows = self._page_rows(start, upper)
-                children: dict[str, Any] | None = None
-                mapped: Future[list[Unit]] | None = None
-                while not self.stop.is_set() and rows:
-                    counts.rows_read += len(rows)
-                    if feed is None and len(rows) == self.page_size:  # a backfill or a burst
-                        feed = self._feed(upper, workers).start(self._position(rows[-1]))
-                    if mapped is not None:
-                        writer.write(self._mapped(mapped), rows)
-                    else:
-                        self._deliver(rows, writer, children, self._reuse(rows))
-                    if self.progress:
-                        self.progress(self.mapping.name, len(rows))
-                    if feed is None:
-                        break
+                try:  # the feed stops before the writer drains and the workers are let go
                     self._running()
-                    fed = self._translated(feed.next)
-                    if fed is None:
-                        break
-                    rows, children, mapped = fed
+                    rows = self._page_rows(start, upper)
+                    children: dict[str, Any] | None = None
+                    mapped: Future[list[Unit]] | None = None
+                    while not self.stop.is_set() and rows:
+                        counts.rows_read += len(rows)
+                        if feed is None and len(rows) == self.page_size:  # a backfill, a burst
+                            after = self._translated(partial(self._position, rows[-1]))
+                            feed = self._feed(upper, workers).start(after)
+                        if mapped is not None:
+                            writer.write(self._mapped(mapped), rows)
+                        else:
+                            self._deliver(rows, writer, children, self._reuse(rows))
+                        if self.progress:
+                            self.progress(self.mapping.name, len(rows))
+                        if feed is None:
+                            break
+                        self._running()
+                        fed = self._translated(feed.next)
+                        if fed is None:
+                            break
+                        rows, children, mapped = fed
+                finally:
+                    if feed is not None:
+                        feed.close()
         finally:
-            if feed is not None:
-                feed.close()
             self._force_until = None
         self._end, self._end_known = writer.saved, True
         if forced and not self.stop.is_set():
