@@ -20,10 +20,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from connector._pages import _Page
 from connector.source import query as q
 from connector.transform import Unit
 
-_Page = tuple[list[dict[str, Any]], dict[str, Any]]  # rows, and child rows grouped by parent
 Fed = tuple[list[dict[str, Any]], dict[str, Any], "Future[list[Unit]] | None"]
 _END: Any = object()
 
@@ -34,7 +34,7 @@ class _Failed:
 
 
 class PageFeed:
-    """Reads the pages after ``start`` on a thread, each one mapped in a worker when ``submit``
+    """Reads the pages after ``after`` on a thread, each one mapped in a worker when ``submit``
     is given and the page is full. Always :meth:`close` it (it stops and joins the thread)."""
 
     def __init__(
@@ -45,6 +45,7 @@ class PageFeed:
         page_size: int,
         submit: Callable[[list[dict[str, Any]], dict[str, Any]], Future[list[Unit]] | None] | None,
         depth: int,
+        after: q.Position,
     ) -> None:
         self._read = read
         self._position = position
@@ -52,11 +53,11 @@ class PageFeed:
         self._submit = submit
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
         self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"read-{name}", daemon=True)
-        self._start: q.Position | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(after,), name=f"read-{name}", daemon=True
+        )
 
-    def start(self, after: q.Position) -> PageFeed:
-        self._start = after
+    def start(self) -> PageFeed:
         self._thread.start()
         return self
 
@@ -83,9 +84,7 @@ class PageFeed:
 
     # --- the reading thread ---------------------------------------------------------------
 
-    def _run(self) -> None:
-        start = self._start
-        assert start is not None
+    def _run(self, start: q.Position) -> None:
         try:
             while not self._halt.is_set():
                 rows, children = self._read(start)

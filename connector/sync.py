@@ -259,7 +259,7 @@ class MappingSync(PagesMixin, PhasesMixin):
                         counts.rows_read += len(rows)
                         if feed is None and len(rows) == self.page_size:  # a backfill, a burst
                             after = self._translated(partial(self._position, rows[-1]))
-                            feed = self._feed(upper, workers).start(after)
+                            feed = self._feed(upper, workers, after).start()
                         if mapped is not None:
                             writer.write(self._mapped(mapped), rows)
                         else:
@@ -296,7 +296,7 @@ class MappingSync(PagesMixin, PhasesMixin):
         map rows their own way, or with ``sync.map_workers = 0``)."""
         return self.map_pool.using() if self.map_pool is not None else nullcontext()
 
-    def _feed(self, upper: Any, workers: MapPool | None) -> PageFeed:
+    def _feed(self, upper: Any, workers: MapPool | None, after: q.Position) -> PageFeed:
         """Pages after the first, read ahead: one waiting page, or with workers enough to keep
         each of them busy while this thread writes."""
         submit = None
@@ -315,6 +315,7 @@ class MappingSync(PagesMixin, PhasesMixin):
             self.page_size,
             submit,
             1 if workers is None else workers.workers + 1,
+            after,
         )
 
     # --- a page ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from connector.mapworkers import MapPool
 from connector.runtime import Runtime
 from connector.transform import transform_page
 from tests.e2e.harness import MAPPINGS, Env, ServiceProcess, make_env
+from tests.unit.test_mapworkers import alive, proc_stat
 
 RESOURCES = sorted(p.stem for p in MAPPINGS.glob("*.toml"))
 
@@ -139,24 +140,12 @@ def test_a_worker_killed_mid_backfill_fails_the_pass_with_the_cursor_safe(
     assert not set(env.sandbox.records("customers")) & first
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie, exited but not yet reaped, counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _children_of(pid: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid and stat[0] != "Z":
-                out.append(int(entry.name))
+        stat = proc_stat(entry.name) if entry.name.isdigit() else None
+        if stat is not None and int(stat[1]) == pid and stat[0] != "Z":
+            out.append(int(entry.name))
     return out
 
 
@@ -184,11 +173,11 @@ def test_the_service_stopped_mid_backfill_stops_its_workers_and_loses_nothing(en
         assert svc.stop() == 0, svc.output()
         # the mapping workers were stopped before the service exited; multiprocessing's
         # resource tracker, also a child, exits when it sees the service gone
-        assert not [w for w in workers if _alive(w) and b"resource_tracker" not in names[w]]
+        assert not [w for w in workers if alive(w) and b"resource_tracker" not in names[w]]
         deadline = time.monotonic() + 10
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not [names[w] for w in workers if _alive(w)]
+        assert not [names[w] for w in workers if alive(w)]
     finally:
         svc.kill()
     sb.clear_faults()

@@ -110,10 +110,10 @@ def test_workers_start_on_demand_stop_when_idle_and_start_again(
         time.sleep(0.6)  # in use: not stopped however long
         assert pool.worker_pids() == pids
     deadline = time.monotonic() + 10
-    while (pool.worker_pids() or _alive(pids[0])) and time.monotonic() < deadline:
+    while (pool.worker_pids() or alive(pids[0])) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert pool.worker_pids() == []  # idle_after (0.3 s) after the last user left
-    assert not _alive(pids[0])  # the process itself has exited
+    assert not alive(pids[0])  # the process itself has exited
     with pool.using():
         assert len(pool.units(compiled, pool.submit(compiled, rows, children))) == 5
     assert pool.started == 2
@@ -169,13 +169,13 @@ def test_workers_exit_when_the_connector_process_is_killed(tmp_path: Path) -> No
     try:
         assert owner.stdout is not None
         pids = [int(p) for p in owner.stdout.readline().split()]
-        assert pids and all(_alive(p) for p in pids)
+        assert pids and all(alive(p) for p in pids)
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(p) for p in pids)
+        assert not any(alive(p) for p in pids)
     finally:
         owner.kill()
 
@@ -188,10 +188,16 @@ def test_the_default_leaves_a_core_to_the_connector_process(
         assert default_workers() == workers
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie, exited but not yet reaped by its parent, counts as gone)."""
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, parent pid, ...); None once
+    the process is gone."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, exited but not yet reaped by its parent, counts as gone)."""
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
