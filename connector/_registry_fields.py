@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 FieldType = Literal[
     "string",
@@ -32,25 +32,9 @@ FieldType = Literal[
     "json",
 ]
 
-SCALAR_TYPES: frozenset[str] = frozenset(
-    {
-        "string",
-        "integer",
-        "number",
-        "money",
-        "money_string",
-        "boolean",
-        "timestamp",
-        "date",
-        "id_string",
-        "id_number",
-        "lang",
-        "currency",
-        "enum",
-        "json",
-    }
-)
 LIST_TYPES: frozenset[str] = frozenset({"id_strings", "id_numbers"})
+# every type but the lists and the objects (one list of type names: FieldType)
+SCALAR_TYPES: frozenset[str] = frozenset(get_args(FieldType)) - LIST_TYPES - {"object", "objects"}
 
 _TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
