@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from connector._window import Window
 from connector.config import Config
 from connector.destination.budget import Budget
 from connector.destination.client import ApiClient, RetryPolicy
@@ -59,6 +60,7 @@ class Runtime:
     statements: dict[str, Statements] = field(default_factory=dict)
     # each mapping's rows of the last short pages, not mapped again when read unchanged
     recent: dict[str, Recent] = field(default_factory=dict)
+    windows: dict[str, Window] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -148,6 +150,7 @@ class Runtime:
             max_in_flight=self.config.sync.max_in_flight,
             statements=self.statements.setdefault(name, Statements()),
             recent=self.recent.setdefault(name, Recent()),
+            window=self.windows.setdefault(name, Window()),
             **extra,
         )
 

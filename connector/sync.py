@@ -3,7 +3,8 @@
 Guarantees (see README, "What the connector guarantees"):
 
 * Pages are read in ``(cursor, key)`` order up to an upper bound from the database clock minus a
-  safety lag; each pass starts by re-reading a lookback window behind the saved cursor.
+  safety lag; each pass starts by re-reading a lookback window behind the saved cursor, until
+  that window is settled (see :mod:`connector._window`).
 * A row is sent only if its payload hash differs from what ShopiMind last accepted for its key.
 * The cursor is saved in the same state transaction as the accepted hashes and rejected items of
   the batch it covers, and only after the API accepted that batch; it never moves backwards.
@@ -28,6 +29,7 @@ from typing import Any
 from connector._feed import PageFeed
 from connector._pages import PagesMixin
 from connector._phases import API_REJECT_ATTEMPTS, CHILD_META, PhasesMixin, drained
+from connector._window import Window
 from connector.batching import PageWriter, Position
 from connector.destination.client import ApiClient
 from connector.errors import AuthError, ConnectorError
@@ -98,6 +100,7 @@ class MappingSync(PagesMixin, PhasesMixin):
         statements: Statements | None = None,
         recent: Recent | None = None,
         map_pool: MapPool | None = None,
+        window: Window | None = None,
     ) -> None:
         self.compiled = compiled
         self.mapping: Mapping = compiled.mapping
@@ -115,6 +118,7 @@ class MappingSync(PagesMixin, PhasesMixin):
         self.max_in_flight = max_in_flight
         self.statements = statements or Statements()
         self.recent = recent or Recent()
+        self.window = window or Window()  # the runtime keeps one per mapping across passes
         self.map_pool = map_pool
         self._force_until: Any = None
         self._any_rejects = True  # until read at the start of a pass
@@ -193,10 +197,10 @@ class MappingSync(PagesMixin, PhasesMixin):
             self._run_id = self.store.start_run(self.mapping.name, self._started_at)
 
     def _clock(self) -> datetime:
-        """The database clock, read once per pass: every upper bound of the pass comes from it
-        (what changes after it is read by the next pass)."""
+        """The database clock, taken once per pass: every upper bound of the pass comes from it
+        (what changes after it is read by the next pass). See ``ShopReader.db_clock``."""
         if self._now is None:
-            self._now = self.reader.db_now_utc()
+            self._now = self.reader.db_clock()
         return self._now
 
     def _work(self, counts: RunCounts) -> None:
@@ -240,12 +244,12 @@ class MappingSync(PagesMixin, PhasesMixin):
             self._end_known = True
             return  # no row has a cursor value yet
         upper = q.upper_bound(self._clock(), self.lag, sample, self.tz)
-        start: q.Position | None = None
-        if saved is not None:
-            start = q.Position(q.shift_back(saved.value, spec.lookback, self.tz), None)
         force_meta = FORCE_META.format(self.mapping.name)
         forced = self._meta.get(force_meta)
         self._force_until = Cursor.from_json(forced).value if forced else None
+        start: q.Position | None = None
+        if saved is not None:
+            start = self.window.start(saved, spec.lookback, self.tz, forced=bool(forced))
         writer = self._writer(counts, self._end, True)
         feed: PageFeed | None = None  # the pages after a full first one, read ahead
         try:
@@ -279,6 +283,16 @@ class MappingSync(PagesMixin, PhasesMixin):
         finally:
             self._force_until = None
         self._end, self._end_known = writer.saved, True
+        if not self.stop.is_set():  # every page up to the upper bound was read and written
+            self.window.scanned(
+                saved,
+                writer.saved,
+                started=self._started,
+                ended=time.monotonic(),
+                lookback=spec.lookback,
+                tz=self.tz,
+                forced=bool(forced),
+            )
         if forced and not self.stop.is_set():
             self.store.set_meta(force_meta, "")
 

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -30,6 +30,7 @@ _CLOCK = {
 }
 _NOW = sa.text("SELECT CURRENT_TIMESTAMP")
 NOT_NULL_RECHECK = 600.0  # seconds between two readings of a cursor column's NOT NULL
+CLOCK_REREAD = 30.0  # seconds during which a reading of the database clock is carried forward
 
 
 def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
@@ -89,6 +90,7 @@ class ShopReader:
         # (table, cursor, fallback) -> (answer, when): see cursor_never_null
         self._not_null: dict[tuple[str, str, str | None], tuple[bool, float]] = {}
         self._local = threading.local()
+        self._clock: tuple[datetime, float] | None = None  # see db_clock
 
     def close(self) -> None:
         self.engine.dispose()
@@ -179,6 +181,21 @@ class ShopReader:
         if not isinstance(value, datetime):
             raise SourceError(f"shop database {self.display_url}: unexpected clock value {value!r}")
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def db_clock(self, reread: float = CLOCK_REREAD) -> datetime:
+        """The database server's clock, read again once the last reading is ``reread`` seconds
+        old and carried forward by this machine's monotonic clock in between (a pass's upper
+        bound). The estimate never runs ahead of the server: it counts from when the answer
+        arrived, not from when the server read its clock; two clocks drift by milliseconds a
+        minute at most, far inside the safety lag. An idle service polling a dozen mappings
+        every few seconds so reads it once in ``reread`` seconds instead of once a pass."""
+        got = self._clock
+        now = time.monotonic()
+        if got is not None and now - got[1] < reread:
+            return got[0] + timedelta(seconds=now - got[1])
+        value = self.db_now_utc()
+        self._clock = (value, time.monotonic())
+        return value
 
     def sample_cursor(self, mapping: Mapping) -> Any:
         """One non-NULL cursor value, to learn its form (naive/aware/text/number); cached."""

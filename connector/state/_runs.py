@@ -3,9 +3,12 @@ of every mapping's state that ``status`` and ``health`` read."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -14,6 +17,8 @@ from connector.state import tables as t
 from connector.state._base import StoreBase
 from connector.state.model import Cursor, MappingStatus, RunCounts, RunRecord
 from connector.timeutil import utc_now
+
+log = logging.getLogger("connector.state")
 
 
 class RunsMixin(StoreBase):
@@ -24,6 +29,13 @@ class RunsMixin(StoreBase):
         # mapping -> id of its newest run row when that row is an idle pass of this process,
         # which the next idle pass of the mapping overwrites (see ``end_run``)
         self._idle_runs: dict[str, int] = {}
+        # seconds: an idle pass's rewrite of its run row waits up to this long to share the
+        # transaction of another pass's end (0: every pass ends in its own transaction; the
+        # service sets it, see ``end_run``)
+        self.idle_rows_every = 0.0
+        self._deferred: dict[str, _Deferred] = {}
+        self._deferred_lock = threading.Lock()
+        self._written_at = 0.0  # monotonic time of the last end_run transaction
 
     # -- runs and status ----------------------------------------------------------------------
 
@@ -72,23 +84,95 @@ class RunsMixin(StoreBase):
         values: dict[str, Any] = {name: getattr(counts, name) for name in t.RUN_COUNT_COLUMNS}
         values.update(ended_at=utc_now(), outcome=outcome, message=message)
         started_at = started_at or values["ended_at"]
-        with self._tx() as conn:
-            bound = {f"v_{k}": v for k, v in values.items()}
-            if run_id is not None:
-                conn.execute(_FINISH_RUN, {"run_id": run_id, **bound})
-            else:
-                previous = self._idle_runs.pop(mapping, None)
-                if previous is not None and idle:
-                    bound.update(run_id=previous, run_mapping=mapping, v_started_at=started_at)
-                    done = conn.execute(_REWRITE_RUN, bound)
-                    run_id = previous if done.rowcount == 1 else None
-                if run_id is None:
-                    run_id = self._insert_run(conn, mapping, started_at, values)
-            if meta:
-                rows = [{"name": k, "value": v} for k, v in meta.items()]
-                t.upsert(conn, t.meta, rows, ("name",), ("value",))
+        previous = self._idle_runs.pop(mapping, None)
+        with self._deferred_lock:
+            self._deferred.pop(mapping, None)  # this end is newer
+            if (
+                idle
+                and run_id is None
+                and previous is not None
+                and time.monotonic() - self._written_at < self.idle_rows_every
+            ):
+                self._deferred[mapping] = _Deferred(previous, started_at, values, meta or {})
+                self._idle_runs[mapping] = previous
+                return
+            deferred, self._deferred = self._deferred, {}
+        try:
+            with self._tx() as conn:
+                if run_id is not None:
+                    conn.execute(_FINISH_RUN, {"run_id": run_id, **_bound(values)})
+                else:
+                    if previous is not None and idle:
+                        run_id = self._rewrite(conn, mapping, previous, started_at, values)
+                    if run_id is None:
+                        run_id = self._insert_run(conn, mapping, started_at, values)
+                if meta:
+                    _set_meta(conn, meta)
+                rewritten = self._write_deferred(conn, deferred)
+        except BaseException:
+            self._requeue(deferred)
+            raise
+        self._written_at = time.monotonic()
         if idle:  # committed: the next idle pass of the mapping may overwrite it
             self._idle_runs[mapping] = run_id
+        self._idle_runs.update(rewritten)
+
+    def flush_idle_runs(self, older_than: float = 0.0) -> None:
+        """Write the idle passes' run rows still waiting (see ``end_run``), when the last end
+        was written ``older_than`` seconds ago or more. The service calls it every second and
+        when it stops; closing the store does too."""
+        with self._deferred_lock:
+            if not self._deferred or time.monotonic() - self._written_at < older_than:
+                return
+            deferred, self._deferred = self._deferred, {}
+        try:
+            with self._tx() as conn:
+                rewritten = self._write_deferred(conn, deferred)
+        except BaseException:
+            self._requeue(deferred)
+            raise
+        self._written_at = time.monotonic()
+        self._idle_runs.update(rewritten)
+
+    def _write_deferred(
+        self, conn: sa.Connection, deferred: dict[str, _Deferred]
+    ) -> dict[str, int]:
+        """Write idle ends that waited; each mapping's run row id afterwards."""
+        ids: dict[str, int] = {}
+        for name, d in deferred.items():
+            kept = self._rewrite(conn, name, d.run_id, d.started_at, d.values)
+            ids[name] = (
+                kept if kept is not None else self._insert_run(conn, name, d.started_at, d.values)
+            )
+            if d.meta:
+                _set_meta(conn, d.meta)
+        return ids
+
+    def _requeue(self, deferred: dict[str, _Deferred]) -> None:
+        """Ends not written (the transaction failed): kept for the next one, unless newer."""
+        with self._deferred_lock:
+            for name, d in deferred.items():
+                self._deferred.setdefault(name, d)
+
+    def close(self) -> None:
+        try:
+            self.flush_idle_runs()
+        except StateError as exc:  # closing: the run rows of idle passes are all that is lost
+            log.warning("%s; the last idle passes' run rows were not written", exc)
+        super().close()
+
+    def _rewrite(
+        self,
+        conn: sa.Connection,
+        mapping: str,
+        run_id: int,
+        started_at: datetime,
+        values: dict[str, Any],
+    ) -> int | None:
+        """Overwrite the idle run row ``run_id`` if it is still the mapping's newest row."""
+        bound = {"run_id": run_id, "run_mapping": mapping, "v_started_at": started_at}
+        done = conn.execute(_REWRITE_RUN, {**_bound(values), **bound})
+        return run_id if done.rowcount == 1 else None
 
     def last_run(self, mapping: str) -> RunRecord | None:
         query = sa.select(t.runs).where(t.runs.c.mapping == mapping).order_by(t.runs.c.id.desc())
@@ -180,6 +264,24 @@ _REWRITE_RUN = (
         t.runs.c.id == sa.select(_NEWEST_RUN.c.id).scalar_subquery(),
     )
 )
+
+
+class _Deferred(NamedTuple):
+    """An idle pass's end, not written yet (see ``RunsMixin.end_run``)."""
+
+    run_id: int
+    started_at: datetime
+    values: dict[str, Any]
+    meta: dict[str, str]
+
+
+def _bound(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"v_{k}": v for k, v in values.items()}
+
+
+def _set_meta(conn: sa.Connection, meta: dict[str, str]) -> None:
+    rows = [{"name": k, "value": v} for k, v in meta.items()]
+    t.upsert(conn, t.meta, rows, ("name",), ("value",))
 
 
 def _last_ok(conn: sa.Connection, mappings: Sequence[str]) -> dict[str, datetime]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,63 @@ def test_a_renamed_translation_re_sends_its_variations_in_that_language(env: Env
     mark = len(env.sandbox.requests)
     assert env.cli("sync").code == 0
     assert env.sandbox.requests[mark:] == []
+
+
+def test_the_lookback_window_is_skipped_once_settled_and_late_commits_are_still_caught(
+    env: Env,
+) -> None:
+    """With a 2 s lookback: a late commit inside it is sent; once the cursor stood still for
+    the lookback and a pass re-read the window after that, idle passes read no row at all
+    (they start strictly after the cursor); a new change reopens the window; a restarted
+    connector re-reads the window before trusting it again."""
+    env.use_mappings(["customers"])
+    env.edit_mapping("customers", 'lookback = "5m"', 'lookback = "2s"')
+    live = [r["id"] for r in env.sql("SELECT id FROM customers WHERE deleted_at IS NULL")]
+    with Runtime.open(load_config(env.config)) as rt:
+        assert rt.syncer("customers").run_pass().outcome == "ok"
+        window = rt.windows["customers"]
+        now = shop_now()
+        env.execute(
+            "UPDATE customers SET first_name = 'Fresh', updated_at = :t WHERE id IN (:a, :b)",
+            t=now,
+            a=live[0],
+            b=live[1],
+        )
+        moved = time.monotonic()  # before the pass that moves the cursor
+        fresh = rt.syncer("customers").run_pass()
+        assert fresh.counts.items_sent == 2 and not window.settled
+        # committed late: stamped before the cursor (inside the lookback), committed after
+        env.execute(
+            "UPDATE customers SET first_name = 'Late', updated_at = :t WHERE id = :c",
+            t=now - timedelta(seconds=1),
+            c=live[2],
+        )
+        late = rt.syncer("customers").run_pass()
+        assert late.counts.items_sent == 1 and late.counts.rows_read >= 3
+        assert env.sandbox.records("customers")[str(live[2])]["first_name"] == "Late"
+
+        read: list[int] = []
+        deadline = time.monotonic() + 30
+        while not window.settled:
+            assert time.monotonic() < deadline, "the window never settled"
+            res = rt.syncer("customers").run_pass()
+            assert (res.outcome, res.counts.items_sent) == ("ok", 0), res
+            read.append(res.counts.rows_read)
+            time.sleep(0.2)
+        assert read and min(read) >= 3, read  # the window was re-read until it settled
+        assert time.monotonic() - moved >= 2.0, "settled before the lookback had passed"
+        for _ in range(3):
+            idle = rt.syncer("customers").run_pass()
+            assert (idle.counts.rows_read, idle.counts.items_sent) == (0, 0), idle.counts
+
+        env.execute(
+            "UPDATE customers SET first_name = 'Again', updated_at = :t WHERE id = :a",
+            t=shop_now(),
+            a=live[0],
+        )
+        assert rt.syncer("customers").run_pass().counts.items_sent == 1
+        assert not window.settled
+        assert rt.syncer("customers").run_pass().counts.rows_read >= 1  # window re-read
+    with Runtime.open(load_config(env.config)) as rt:  # restarted: nothing is trusted
+        assert rt.syncer("customers").run_pass().counts.rows_read >= 1
+        assert not rt.windows["customers"].settled

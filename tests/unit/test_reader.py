@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,22 @@ def test_mariadb_is_null_finds_zero_dates_of_a_not_null_column(db_url: str) -> N
         assert found == [1]  # why cursor_never_null answers False on these databases
     finally:
         engine.dispose()
+
+
+def test_the_database_clock_is_carried_forward_between_readings(reader: ShopReader) -> None:
+    """``db_clock`` reads the server's clock once in ``reread`` seconds and adds this machine's
+    monotonic time in between; the estimate is never ahead of the server's own clock."""
+    statements: list[str] = []
+    sa.event.listen(
+        reader.engine, "before_cursor_execute", lambda c, cur, stmt, *a: statements.append(stmt)
+    )
+    first = reader.db_clock(reread=60.0)
+    assert len(statements) == 1
+    time.sleep(0.05)
+    carried = reader.db_clock(reread=60.0)
+    assert len(statements) == 1  # no statement: carried forward
+    assert carried - first >= timedelta(seconds=0.05)
+    server = reader.db_now_utc()  # read after the estimate: at or after it (SQLite's clock
+    assert server >= carried - timedelta(milliseconds=1), (server, carried)  # has ms only)
+    again = reader.db_clock(reread=0.0)  # too old: read again
+    assert len(statements) == 3 and again >= server

@@ -575,6 +575,49 @@ def test_idle_passes_rewrite_their_run_row(store: StateStore, db_url: str) -> No
     assert last.started_at == t0 and store.get_meta("child:m") == "b"
 
 
+def test_idle_run_rows_wait_to_share_a_transaction(store: StateStore, db_url: str) -> None:
+    """With ``idle_rows_every`` (the service), an idle pass ending soon after a written end
+    waits; the next end written (any mapping) or ``flush_idle_runs`` writes it, in the same
+    transaction; a newer end of the same mapping replaces it; closing writes what waits."""
+    t0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    idle = RunCounts(rows_read=3, unchanged=3)
+    store.idle_rows_every = 3600.0
+    store.end_run("a", None, t0, idle, "ok", None, idle=True)
+    store.end_run("b", None, t0, idle, "ok", None, idle=True)  # first idle rows: written
+
+    def started(m: str) -> datetime:
+        last = store.last_run(m)
+        assert last is not None
+        return last.started_at
+
+    later = t0 + timedelta(seconds=5)
+    store.end_run("a", None, later, idle, "ok", None, idle=True, meta={"child:a": "x"})
+    assert started("a") == t0 and store.get_meta("child:a") is None  # waiting
+    store.flush_idle_runs(older_than=3600.0)  # the last end was written just now: still waits
+    assert started("a") == t0
+    store.end_run("b", None, later, RunCounts(rows_read=1, items_sent=1), "ok", None)
+    assert started("a") == later and store.get_meta("child:a") == "x"  # went with b's end
+    assert started("b") == later
+
+    even_later = t0 + timedelta(seconds=10)
+    store.end_run("a", None, even_later, idle, "ok", None, idle=True)
+    store.end_run("a", None, even_later + timedelta(seconds=5), idle, "ok", None, idle=True)
+    store.flush_idle_runs()
+    assert started("a") == even_later + timedelta(seconds=5)
+
+    with store._read() as conn:
+        rows = conn.scalar(sa.select(sa.func.count()).where(t.runs.c.mapping == "a"))
+    assert rows == 1  # every idle end of ``a`` rewrote its one row
+    store.end_run("a", None, t0 + timedelta(seconds=30), idle, "ok", None, idle=True)
+    store.close()  # closing writes what waits
+    reopened = StateStore(db_url)
+    try:
+        last = reopened.last_run("a")
+        assert last is not None and last.started_at == t0 + timedelta(seconds=30)
+    finally:
+        reopened.close()
+
+
 def test_a_batch_with_nothing_to_record_opens_no_transaction(store: StateStore) -> None:
     """An idle pass re-reads its lookback window and finds every row unchanged: its writer
     commits an empty batch, which must not cost a state transaction."""
