@@ -63,8 +63,9 @@ class PagesMixin:
             what = f"{self.mapping.file}: {child.path}: reading child rows"
             kids: list[dict[str, Any]] = []
             if links and len(child.child_columns) == 1:  # one statement for every page
+                array = self.reader.dialect == "postgresql"
                 stmt = self.statements.once(
-                    f"children:{cname}", partial(q.children_query, child, None)
+                    f"children:{cname}", partial(q.children_query, child, None, array=array)
                 )
                 kids = self.reader.fetch(stmt, what, {q.LINKS: [k[0] for k in links]})
             elif links:

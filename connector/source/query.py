@@ -177,16 +177,22 @@ def pending_count_query(spec: SourceSpec, start: Position | None, upper: Any | N
 LINKS = "links"  # the expanding parameter of ``children_query(child, None)``
 
 
-def children_query(child: ChildSpec, parent_keys: Sequence[tuple[Any, ...]] | None) -> AnySelect:
+def children_query(
+    child: ChildSpec, parent_keys: Sequence[tuple[Any, ...]] | None, *, array: bool = False
+) -> AnySelect:
     """All child rows of a page of parents in one query. With ``parent_keys`` None (a
-    one-column link only), the links are the expanding parameter ``LINKS``: the statement is
-    built once and run for every page."""
+    one-column link only), the links are the parameter ``LINKS``: the statement is built once
+    and run for every page. It is an expanding ``IN``, or with ``array`` (PostgreSQL) one
+    array parameter, ``= ANY(:links)``: the SQL text is then the same for every page, so the
+    driver parses it once and the server plans it once, instead of a statement with a
+    placeholder per parent each time."""
     cols = [*child.child_columns, *child.order_by]
     rel = relation(child.table, child.query, cols)
     ccols = [rel.c[c] for c in child.child_columns]
     if parent_keys is None:
         assert len(ccols) == 1
-        cond: sa.ColumnElement[bool] = ccols[0].in_(sa.bindparam(LINKS, expanding=True))
+        links: sa.BindParameter[Any] = sa.bindparam(LINKS, expanding=not array)
+        cond: sa.ColumnElement[bool] = ccols[0] == sa.any_(links) if array else ccols[0].in_(links)
     elif len(ccols) == 1:
         cond = ccols[0].in_([k[0] for k in dict.fromkeys(parent_keys)])
     else:

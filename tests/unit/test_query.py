@@ -138,6 +138,20 @@ def test_children_query_one_statement_for_a_page() -> None:
     assert sql.endswith("ORDER BY lines.order_id, lines.id")
 
 
+def test_children_query_for_every_page_is_one_sql_text() -> None:
+    """Built once for a mapping: an expanding IN (a placeholder per parent, rendered per page),
+    or on PostgreSQL one array parameter, the same SQL text for every page."""
+    from sqlalchemy.dialects import postgresql
+
+    child = ChildSpec("products", "children.products", "lines", None, (("order_id", "id"),), ())
+    expanding = q.children_query(child, None)
+    sql = str(expanding.compile(dialect=postgresql.dialect()))
+    assert "lines.order_id IN (__[POSTCOMPILE_links])" in sql
+    array = q.children_query(child, None, array=True)
+    sql = str(array.compile(dialect=postgresql.dialect()))
+    assert "lines.order_id = ANY (%(links)s)" in sql
+
+
 def test_query_source_is_wrapped_as_subquery() -> None:
     spec = SourceSpec(table=None, query="SELECT id, u FROM t", key=("id",), cursor="u")
     sql = str(q.page_query(spec, q.Position(5, (1,)), None, 10).compile())
