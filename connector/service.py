@@ -48,8 +48,9 @@ log = logging.getLogger("connector.service")
 
 PassHook = Callable[[PassResult], None]
 LOCK_CHECK_EVERY = 30.0
-# seconds an idle pass's run row may wait to be written with others: 12 mappings polled every
-# 5 s end 2.4 idle passes a second, each a state transaction of its own otherwise
+# seconds an idle pass's run row may wait to be written with others (at most half the poll
+# interval): 12 mappings polled every 5 s end 2.4 idle passes a second, each a state
+# transaction of its own otherwise
 IDLE_ROWS_EVERY = 2.0
 
 
@@ -252,7 +253,8 @@ class Service(SchedulingMixin):
             ", ".join(self.mappings),
         )
         period = min(1.0, (self.notifier.watchdog_interval or 4.0) / 4)
-        self.rt.store.idle_rows_every = IDLE_ROWS_EVERY
+        # a run row waits at most half a poll interval: ``health`` (3 intervals) stays true
+        self.rt.store.idle_rows_every = min(IDLE_ROWS_EVERY, self.interval / 2)
         sched = self.start()
         watchdog = Watchdog(self.notifier, self.liveness)
         keeper = threading.Thread(target=self._keep_lock, name="instance-lock", daemon=True)
@@ -290,9 +292,11 @@ class Service(SchedulingMixin):
         log.info("service stopped cleanly after %d pass(es)", self.passes)
         return 0
 
-    def _flush_idle_runs(self, older_than: float = IDLE_ROWS_EVERY) -> None:
-        """Idle passes' run rows wait up to ``IDLE_ROWS_EVERY`` seconds to share a transaction
-        (``StateStore.end_run``); write those that waited that long."""
+    def _flush_idle_runs(self, older_than: float | None = None) -> None:
+        """Idle passes' run rows wait up to ``store.idle_rows_every`` seconds to share a
+        transaction (``StateStore.end_run``); write those that waited that long."""
+        if older_than is None:
+            older_than = self.rt.store.idle_rows_every
         try:
             self.rt.store.flush_idle_runs(older_than=older_than)
         except ConnectorError as exc:  # the passes report the state database's problems

@@ -92,7 +92,10 @@ def test_idle_cost(settings: Settings, shops: Shops, record: Recorder, tmp_path:
         "and state databases; the state database is SQLite). (b) `python -m connector.cli run` "
         f"with the 12 example mappings but vouchers and carts, poll interval {settings.poll:.0f} "
         f"s, nothing changing: process CPU time over {settings.idle_seconds:.0f} s after a "
-        "warm-up. Reference for (b): one core.",
+        "warm-up, while the passes still re-read their lookback windows, and (not with "
+        f"--quick) again over {settings.idle_seconds:.0f} s once nothing has changed for the "
+        f"lookback ({LOOKBACK / 60:.0f} min) and the windows have settled. Reference for (b): "
+        "one core.",
     )
     main = settings.main
     for backend in settings.backends:

@@ -412,6 +412,30 @@ def test_metrics_match_what_the_sandbox_received_and_health(env: Env) -> None:
     assert "customers_groups" in never.out and "never completed a successful pass" in never.out
 
 
+def test_idle_run_rows_written_together_keep_health_true(env: Env) -> None:
+    """An idle service writes its passes' run rows together, each waiting at most half a poll
+    interval: with a fast poll (0.4 s, so ``health`` wants a success within 1.2 s) it stays
+    healthy, and every mapping's run row keeps moving."""
+    names = ["customers", "customers_groups", "products_categories", "products_manufacturers"]
+    env.use_mappings(names)
+    env.write_config(sync={"poll_interval": "0.4s"})
+    with running(env) as run:
+        until(lambda: len(env.sandbox.records("customers")) == len(env.expected("customers")), 30)
+        time.sleep(1.5)  # the backfills end; from here on every pass is idle
+        before = {m: env.status()[m]["last_run"]["ended_at"] for m in names}
+        checked = 0
+        deadline = time.monotonic() + 3.0  # 7.5 poll intervals
+        while time.monotonic() < deadline:
+            healthy = env.cli("health")
+            assert healthy.code == 0, healthy.text
+            checked += 1
+            time.sleep(0.1)
+        assert checked >= 5
+        after = {m: env.status()[m]["last_run"]["ended_at"] for m in names}
+        assert all(after[m] > before[m] for m in names), (before, after)
+        assert run.signal(signal.SIGTERM) == 0
+
+
 def test_fairness_a_fresh_change_is_delivered_during_a_long_backfill(big: Env) -> None:
     """With 90 requests/min shared, the 16-batch orders backfill lasts about 11 s; a customer
     changed meanwhile reaches ShopiMind within about one poll interval (3 s)."""
