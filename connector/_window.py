@@ -44,12 +44,17 @@ class Window:
         self._lock = threading.Lock()
         self._since: tuple[_Pos, float] | None = None  # cursor, and when a pass first ended on it
         self._settled: _Pos | None = None  # its window was re-read late enough
+        self._settled_for = 0.0  # the lookback it was settled for
 
     def start(self, saved: Cursor, lookback: float, tz: Any, *, forced: bool = False) -> q.Position:
         """Where the pass starts: strictly after ``saved`` once its window is settled, else
         ``lookback`` behind it (``Position(value, None)``: every row at or after that value)."""
-        with self._lock:
-            settled = self._settled == (saved.value, saved.key) and not forced
+        with self._lock:  # a longer lookback (the mapping changed) waits again
+            settled = (
+                self._settled == (saved.value, saved.key)
+                and lookback <= self._settled_for
+                and not forced
+            )
         if settled:  # a cursor set by ``reset --to`` has no key: every row from its value on
             return q.Position(saved.value, saved.key or None)
         return q.Position(q.shift_back(saved.value, lookback, tz), None)
@@ -79,7 +84,7 @@ class Window:
                 and started >= self._since[1] + lookback
                 and not _widened(end[0], lookback, tz)
             ):
-                self._settled = end
+                self._settled, self._settled_for = end, lookback
 
     @property
     def settled(self) -> bool:

@@ -87,6 +87,14 @@ def test_a_cursor_changed_beside_the_pass_is_not_trusted() -> None:
     assert w.start(bare, LB, UTC) == q.Position(T, None)
 
 
+def test_a_longer_lookback_is_not_trusted_to_a_window_settled_for_a_shorter_one() -> None:
+    w = Window()
+    saved = Cursor(T, KEY)
+    _settle(w, saved)
+    assert w.start(saved, LB / 2, UTC) == q.Position(T, KEY)
+    assert w.start(saved, LB * 2, UTC) == q.Position(T - timedelta(seconds=LB * 2), None)
+
+
 def test_a_forced_resend_never_settles_and_ignores_a_settled_window() -> None:
     w = Window()
     saved = Cursor(T, KEY)
