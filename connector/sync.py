@@ -283,17 +283,19 @@ class MappingSync(PagesMixin, PhasesMixin):
         finally:
             self._force_until = None
         self._end, self._end_known = writer.saved, True
-        if not self.stop.is_set():  # every page up to the upper bound was read and written
-            self.window.scanned(
-                saved,
-                writer.saved,
-                started=self._started,
-                ended=time.monotonic(),
-                lookback=spec.lookback,
-                tz=self.tz,
-                forced=bool(forced),
-            )
-        if forced and not self.stop.is_set():
+        if self.stop.is_set():
+            return
+        # every page up to the upper bound was read and written
+        self.window.scanned(
+            saved,
+            writer.saved,
+            started=self._started,
+            ended=time.monotonic(),
+            lookback=spec.lookback,
+            tz=self.tz,
+            forced=bool(forced),
+        )
+        if forced:
             self.store.set_meta(force_meta, "")
 
     def _mapped(self, future: Future[list[Unit]]) -> list[Unit]:

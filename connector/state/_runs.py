@@ -101,11 +101,10 @@ class RunsMixin(StoreBase):
             with self._tx() as conn:
                 if run_id is not None:
                     conn.execute(_FINISH_RUN, {"run_id": run_id, **_bound(values)})
+                elif previous is not None and idle:
+                    run_id = self._rewrite_or_insert(conn, mapping, previous, started_at, values)
                 else:
-                    if previous is not None and idle:
-                        run_id = self._rewrite(conn, mapping, previous, started_at, values)
-                    if run_id is None:
-                        run_id = self._insert_run(conn, mapping, started_at, values)
+                    run_id = self._insert_run(conn, mapping, started_at, values)
                 if meta:
                     _set_meta(conn, meta)
                 rewritten = self._write_deferred(conn, deferred)
@@ -140,10 +139,7 @@ class RunsMixin(StoreBase):
         """Write idle ends that waited; each mapping's run row id afterwards."""
         ids: dict[str, int] = {}
         for name, d in deferred.items():
-            kept = self._rewrite(conn, name, d.run_id, d.started_at, d.values)
-            ids[name] = (
-                kept if kept is not None else self._insert_run(conn, name, d.started_at, d.values)
-            )
+            ids[name] = self._rewrite_or_insert(conn, name, d.run_id, d.started_at, d.values)
             if d.meta:
                 _set_meta(conn, d.meta)
         return ids
@@ -161,18 +157,21 @@ class RunsMixin(StoreBase):
             log.warning("%s; the last idle passes' run rows were not written", exc)
         super().close()
 
-    def _rewrite(
+    def _rewrite_or_insert(
         self,
         conn: sa.Connection,
         mapping: str,
         run_id: int,
         started_at: datetime,
         values: dict[str, Any],
-    ) -> int | None:
-        """Overwrite the idle run row ``run_id`` if it is still the mapping's newest row."""
+    ) -> int:
+        """Overwrite the idle run row ``run_id`` if it is still the mapping's newest row, else
+        add a row; the id of the row written."""
         bound = {"run_id": run_id, "run_mapping": mapping, "v_started_at": started_at}
         done = conn.execute(_REWRITE_RUN, {**_bound(values), **bound})
-        return run_id if done.rowcount == 1 else None
+        if done.rowcount == 1:
+            return run_id
+        return self._insert_run(conn, mapping, started_at, values)
 
     def last_run(self, mapping: str) -> RunRecord | None:
         query = sa.select(t.runs).where(t.runs.c.mapping == mapping).order_by(t.runs.c.id.desc())
