@@ -50,6 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("mapping")
     c.add_argument("--limit", type=int, default=5, help="rows to show (default 5)")
 
+    c = cmd(
+        "draft",
+        "write a first mapping file for a resource from the shop's schema and a sample of its "
+        "rows (only reads the shop database)",
+    )
+    c.add_argument("resource", nargs="?", help="the ShopiMind resource, e.g. customers")
+    c.add_argument("--table", help="the shop table of its rows (default: picked by name)")
+    c.add_argument("--all", action="store_true", help="a draft for every resource found")
+    c.add_argument(
+        "--out",
+        metavar="PATH",
+        help="file to write (with --all: folder; default: the mappings folder)",
+    )
+    c.add_argument("--force", action="store_true", help="overwrite existing files")
+
     c = cmd("sync", "run one pass of every mapping (or of the named ones), then exit")
     c.add_argument(
         "--mapping", "-m", action="append", default=[], help="only this mapping (repeatable)"

@@ -61,6 +61,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     handler = {
         "check": _check,
         "preview": _preview,
+        "draft": _draft,
         "sync": _sync,
         "run": _run,
         "health": _health,
@@ -97,6 +98,12 @@ def _preview(cfg: Config, args: argparse.Namespace) -> int:
     from connector.preview import preview
 
     return preview(cfg, args.mapping, args.limit)
+
+
+def _draft(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.draft import run_draft
+
+    return run_draft(cfg, args.resource, args.table, args.all, args.out, args.force)
 
 
 def _sync(cfg: Config, args: argparse.Namespace) -> int:

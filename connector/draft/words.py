@@ -1,0 +1,246 @@
+"""Names a shop gives its tables and columns, in English, French, German, Spanish, Italian and
+Dutch, for each ShopiMind resource and field (used by :mod:`connector.draft.match`).
+
+Every name is compared *normalized*: lower case, accents dropped, only letters and digits
+(``Prénom`` → ``prenom``, ``e-mail`` → ``email``, ``first_name`` → ``firstname``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+
+def norm(name: str) -> str:
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    return re.sub(r"[^a-z0-9]", "", text)
+
+
+def tokens(name: str) -> list[str]:
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    return [t for t in re.split(r"[^a-z0-9]+", text) if t]
+
+
+# fmt: off
+# what a table of each resource is called (singular and plural forms)
+TABLES: dict[str, tuple[str, ...]] = {
+    "customers_groups": ("customergroup", "customergroups", "group", "groups", "groupe",
+                         "groupes", "groupeclient", "kundengruppe", "kundengruppen", "grupo",
+                         "grupos", "gruppo", "gruppi", "groep", "groepen", "klantgroep"),
+    "orders_statuses": ("orderstatus", "orderstatuses", "orderstate", "orderstates", "status",
+                        "statut", "statuts", "etatcommande", "bestellstatus", "estadopedido",
+                        "estadospedido", "estado", "estados", "statoordine", "bestelstatus"),
+    "orders_carriers": ("carrier", "carriers", "transporteur", "transporteurs", "versandart",
+                        "versandarten", "spediteur", "transportista", "transportistas",
+                        "vettore", "corriere", "vervoerder", "shipper", "shippingmethod"),
+    "products_categories": ("category", "categories", "categorie", "kategorie", "kategorien",
+                            "categoria", "categorias", "categorie", "rubrique", "rubriques"),
+    "products_manufacturers": ("manufacturer", "manufacturers", "brand", "brands", "marque",
+                               "marques", "fabricant", "hersteller", "marke", "marken",
+                               "fabricante", "fabricantes", "marca", "marcas", "produttore",
+                               "produttori", "fabrikant", "merk", "merken"),
+    "customers": ("customer", "customers", "client", "clients", "kunde", "kunden", "cliente",
+                  "clientes", "clienti", "klant", "klanten", "user", "users"),
+    "newsletter_subscribers": ("newsletter", "newsletters", "newslettersubscription",
+                               "newslettersubscriptions", "newslettersubscriber",
+                               "newslettersubscribers", "subscriber", "subscribers", "abonne",
+                               "abonnes", "abonnent", "abonnenten", "suscriptor",
+                               "suscriptores", "iscritto", "iscritti", "abonnee"),
+    "customers_addresses": ("address", "addresses", "adresse", "adressen", "adresses",
+                            "direccion", "direcciones", "indirizzo", "indirizzi", "adres",
+                            "adressen"),
+    "products": ("product", "products", "produit", "produits", "produkt", "produkte",
+                 "artikel", "producto", "productos", "prodotto", "prodotti", "item", "items"),
+    "products_variations": ("variation", "variations", "productvariation", "productvariations",
+                            "variant", "variants", "declinaison", "declinaisons", "variante",
+                            "varianten", "variantes", "combination", "combinations"),
+    "products_images": ("image", "images", "productimage", "productimages", "photo", "photos",
+                        "bild", "bilder", "imagen", "imagenes", "immagine", "immagini",
+                        "afbeelding", "afbeeldingen", "picture", "pictures"),
+    "vouchers": ("voucher", "vouchers", "coupon", "coupons", "bon", "bons", "gutschein",
+                 "gutscheine", "cupon", "cupones", "buono", "buoni", "kortingscode",
+                 "discountcode", "discountcodes", "cartrule", "cartrules"),
+    "orders": ("order", "orders", "commande", "commandes", "bestellung", "bestellungen",
+               "pedido", "pedidos", "ordine", "ordini", "bestelling", "bestellingen"),
+    "carts": ("cart", "carts", "basket", "baskets", "panier", "paniers", "warenkorb",
+              "warenkoerbe", "warenkorbe", "carrito", "carritos", "carrello", "carrelli",
+              "winkelwagen"),
+}
+
+# child tables of a list of objects (order lines, cart lines)
+LINE_TABLES = ("line", "lines", "item", "items", "ligne", "lignes", "position", "positionen",
+               "linea", "lineas", "riga", "righe", "regel", "regels", "detail", "details",
+               "produkt", "produkte", "product", "products", "articulo", "articulos")
+
+# the thing an id field points at, for ``<thing>_id`` fields
+THINGS: dict[str, tuple[str, ...]] = {
+    "customer": TABLES["customers"],
+    "group": TABLES["customers_groups"],
+    "status": TABLES["orders_statuses"],
+    "carrier": TABLES["orders_carriers"],
+    "category": TABLES["products_categories"],
+    "parentcategory": ("parent", "parentcategory", "parentid", "parent_id", "eltern",
+                       "elternkategorie", "padre", "categoriapadre", "genitore", "ouder",
+                       "pere", "categorieparente", "parentkategorie", "oberkategorie"),
+    "manufacturer": TABLES["products_manufacturers"],
+    "product": TABLES["products"],
+    "variation": TABLES["products_variations"],
+    "image": TABLES["products_images"],
+    "voucher": TABLES["vouchers"],
+    "order": TABLES["orders"],
+    "cart": TABLES["carts"],
+    "address": TABLES["customers_addresses"],
+    "productvariation": TABLES["products_variations"],
+    "addressdelivery": ("deliveryaddress", "shippingaddress", "adresselivraison", "lieferadresse",
+                        "direccionenvio", "indirizzospedizione", "afleveradres"),
+    "addressinvoice": ("invoiceaddress", "billingaddress", "adressefacturation",
+                       "rechnungsadresse", "direccionfacturacion", "indirizzofatturazione",
+                       "factuuradres"),
+}
+
+# the names of a column holding each field (normalized)
+FIELDS: dict[str, tuple[str, ...]] = {
+    "email": ("email", "mail", "emailaddress", "courriel", "adressemail", "correo",
+              "correoelectronico", "emailadresse", "posta", "postaelettronica", "emailadres"),
+    "first_name": ("firstname", "givenname", "forename", "prenom", "vorname", "nombre", "nome",
+                   "voornaam"),
+    "last_name": ("lastname", "surname", "familyname", "nom", "nomfamille", "nachname",
+                  "familienname", "apellido", "apellidos", "cognome", "achternaam"),
+    "phone_number": ("phone", "phonenumber", "telephone", "tel", "telefon", "telefonnummer",
+                     "telefono", "telefoon", "telefoonnummer"),
+    "primary_phone": ("phone", "phonenumber", "telephone", "tel", "telefon", "telefonnummer",
+                      "telefono", "telefoon", "telefoonnummer", "telfixe"),
+    "secondary_phone": ("mobile", "mobilephone", "cellphone", "cell", "portable", "handy",
+                        "mobil", "movil", "telefonomovil", "cellulare", "mobiel", "gsm"),
+    "birth_date": ("birthdate", "birthday", "dateofbirth", "dob", "datenaissance", "naissance",
+                   "geburtsdatum", "geburtstag", "fechanacimiento", "nacimiento",
+                   "datanascita", "geboortedatum"),
+    "is_opt_in": ("optin", "isoptin", "consent", "marketingconsent", "consentement",
+                  "einwilligung", "consentimiento", "consenso", "toestemming"),
+    "is_newsletter_subscribed": ("newsletter", "isnewsletter", "newslettersubscribed",
+                                 "abonnenewsletter", "newsletterabonniert",
+                                 "suscritoboletin", "boletin", "iscrittonewsletter"),
+    "is_subscribed": ("subscribed", "issubscribed", "abonne", "inscrit", "abonniert", "aktiv",
+                      "suscrito", "iscritto", "ingeschreven", "active", "optin"),
+    "lang": ("lang", "language", "langcode", "locale", "langue", "sprache", "idioma",
+             "lengua", "lingua", "taal", "isolang", "languagecode"),
+    "is_active": ("active", "isactive", "enabled", "actif", "aktiv", "activo", "activa",
+                  "attivo", "attiva", "actief", "online", "visible"),
+    "created_at": ("createdat", "created", "creationdate", "datecreated", "dateadd",
+                   "dateajout", "datecreation", "creele", "creea", "cree", "erstelltam",
+                   "erstellt", "angelegtam", "angelegt", "creadoen", "creado",
+                   "fechacreacion", "fechaalta", "creato", "creatoil", "datacreazione",
+                   "aangemaakt", "aangemaaktop", "insertedat"),
+    "updated_at": ("updatedat", "updated", "modifiedat", "modified", "changedat", "changed",
+                   "lastmodified", "lastupdate", "dateupd", "datemaj", "maj", "majle",
+                   "modifiele", "modifie", "datemodification", "aktualisiertam",
+                   "aktualisiert", "geaendertam", "geaendert", "geandertam", "geandert",
+                   "actualizadoen", "actualizado", "modificado", "fechamodificacion",
+                   "aggiornato", "aggiornatoil", "modificato", "gewijzigd", "gewijzigdop",
+                   "bijgewerkt", "bijgewerktop"),
+    "name": ("name", "nom", "libelle", "intitule", "bezeichnung", "nombre", "nome", "naam",
+             "title", "titre", "titel", "titulo", "titolo", "label"),
+    "description": ("description", "desc", "beschreibung", "descripcion", "descrizione",
+                    "beschrijving", "longdescription"),
+    "description_short": ("shortdescription", "descriptionshort", "summary", "resume",
+                          "descriptioncourte", "kurzbeschreibung", "descripcioncorta",
+                          "resumen", "descrizionebreve", "kortebeschrijving"),
+    "reference": ("reference", "ref", "sku", "artikelnummer", "artnr", "referencia",
+                  "riferimento", "referentie", "code", "number", "numero", "nummer",
+                  "bestellnummer"),
+    "ean13": ("ean13", "ean", "gtin", "barcode", "codebarre", "codigobarras"),
+    "price": ("price", "priceincl", "priceincltax", "prix", "prixttc", "preis", "preisbrutto",
+              "bruttopreis", "precio", "preciobruto", "prezzo", "prijs", "unitpriceincl",
+              "unitprice", "preciounitario", "einzelpreis", "prixunitairettc"),
+    "price_without_tax": ("priceexcl", "priceexcltax", "prixht", "preisnetto", "nettopreis",
+                          "precioneto", "prezzonetto", "prijsexcl", "unitpriceexcl",
+                          "einzelpreisnetto", "prixunitaireht"),
+    "price_discount": ("discountprice", "saleprice", "specialprice", "prixpromo", "prixremise",
+                       "sonderpreis", "aktionspreis", "preciooferta", "prezzoscontato",
+                       "aanbiedingsprijs", "discountedprice"),
+    "quantity_remaining": ("stock", "quantity", "qty", "instock", "bestand", "lagerbestand",
+                           "existencias", "cantidad", "quantita", "voorraad"),
+    "quantity": ("qty", "quantity", "quantite", "qte", "menge", "anzahl", "cantidad",
+                 "quantita", "aantal"),
+    "postal_code": ("postcode", "postalcode", "zip", "zipcode", "codepostal", "cp", "plz",
+                    "postleitzahl", "codigopostal", "cap", "postcode"),
+    "city": ("city", "town", "ville", "stadt", "ort", "ciudad", "localidad", "citta", "stad",
+             "plaats", "woonplaats"),
+    "country": ("country", "countryiso", "countrycode", "pays", "codepays", "land", "landiso",
+                "pais", "codigopais", "paese", "landcode"),
+    "address_line_1": ("line1", "addressline1", "address1", "address", "street", "adresse",
+                       "adresse1", "strasse", "anschrift", "direccion", "calle",
+                       "direccion1", "indirizzo", "via", "adres", "straat"),
+    "address_line_2": ("line2", "addressline2", "address2", "adresse2", "complement",
+                       "adresszusatz", "zusatz", "direccion2", "indirizzo2", "adres2"),
+    "company": ("company", "companyname", "societe", "entreprise", "firma", "unternehmen",
+                "empresa", "azienda", "bedrijf"),
+    "currency": ("currency", "currencycode", "devise", "monnaie", "waehrung", "wahrung",
+                 "moneda", "divisa", "valuta"),
+    "amount": ("amount", "total", "totalincl", "totalincltax", "totalttc", "montant",
+               "montantttc", "betrag", "gesamtbetrag", "summe", "bruttobetrag", "importe",
+               "importetotal", "totale", "importo", "bedrag", "totaalbedrag", "grandtotal"),
+    "amount_without_tax": ("amountwithouttax", "totalexcl", "totalexcltax", "totalht",
+                           "montantht", "nettobetrag", "summenetto", "importeneto",
+                           "totalenetto", "bedragexcl", "subtotal"),
+    "shipping_costs": ("shippingcosts", "shipping", "shippingincl", "fraisport",
+                       "fraislivraison", "versandkosten", "gastosenvio", "speditione",
+                       "spesespedizione", "verzendkosten"),
+    "shipping_costs_without_tax": ("shippingexcl", "shippingcostsexcl", "fraisportht",
+                                   "versandkostennetto", "gastosenvioneto",
+                                   "verzendkostenexcl"),
+    "shipping_number": ("trackingnumber", "tracking", "shippingnumber", "suivi",
+                        "numerosuivi", "sendungsnummer", "trackingnummer", "numeroseguimiento",
+                        "seguimiento", "tracciamento", "trackingcode"),
+    "voucher_used": ("vouchercode", "voucher", "couponcode", "coupon", "codepromo",
+                     "gutscheincode", "gutschein", "codigocupon", "cupon", "codicebuono",
+                     "kortingscode"),
+    "voucher_value": ("vouchervalue", "voucheramount", "discount", "discountamount",
+                      "remise", "gutscheinwert", "rabatt", "descuento", "sconto", "korting"),
+    "is_confirmed": ("paidat", "paid", "ispaid", "confirmed", "isconfirmed", "payele",
+                     "paye", "datepaiement", "bezahltam", "bezahlt", "pagadoen", "pagado",
+                     "fechapago", "pagato", "betaald", "betaaldop", "validated", "valide"),
+    "cart_updated_at": ("cartupdatedat",),
+    "code": ("code", "vouchercode", "couponcode", "codepromo", "gutscheincode", "codigo",
+             "codice", "kortingscode"),
+    "started_at": ("startsat", "startedat", "startdate", "validfrom", "datedebut", "debut",
+                   "gueltigab", "beginn", "startdatum", "fechainicio", "inicio",
+                   "validodesde", "datainizio", "geldigvanaf"),
+    "ended_at": ("endsat", "endedat", "enddate", "validto", "validuntil", "expiresat",
+                 "datefin", "fin", "gueltigbis", "ablauf", "enddatum", "fechafin",
+                 "validohasta", "datafine", "geldigtot"),
+    "minimum_amount": ("minamount", "minimumamount", "minimumorder", "montantminimum",
+                       "mindestbestellwert", "mindestbetrag", "importeminimo",
+                       "importominimo", "minimumbedrag"),
+    "reduction_tax": ("taxincluded", "reductiontax", "ttc", "inklmwst", "inklusivemwst",
+                      "ivaincluido", "ivainclusa", "inclbtw"),
+    "is_used": ("used", "isused", "utilise", "benutzt", "eingeloest", "eingelost",
+                "verwendet", "usado", "utilizzato", "gebruikt"),
+    "is_deleted": ("deleted", "isdeleted", "supprime", "geloescht", "geloscht", "borrado",
+                   "eliminado", "cancellato", "verwijderd", "retired", "archived"),
+    "is_default": ("isdefault", "default", "iscover", "cover", "main", "ismain", "defaut",
+                   "pardefaut", "standard", "hauptbild", "pordefecto", "principal",
+                   "predefinito", "standaard"),
+    "url": ("url", "path", "imageurl", "src", "file", "chemin", "pfad", "ruta", "percorso",
+            "pad", "bildurl"),
+    "image_link": ("imageurl", "imagelink", "image", "coverurl", "picture", "photo", "bild",
+                   "bildurl", "imagen", "immagine", "afbeelding"),
+    "link": ("url", "link", "permalink", "lien", "producturl"),
+    "type_voucher": ("type", "typevoucher", "vouchertype", "typ", "art", "tipo", "soort"),
+    "value": ("value", "amount", "valeur", "montant", "wert", "betrag", "valor", "importe",
+              "valore", "waarde"),
+}
+
+# columns marking a soft-deleted row
+DELETED = ("deletedat", "deleted", "isdeleted", "deletedon", "deletiondate", "removedat",
+           "supprime", "supprimele", "datesuppression", "geloeschtam", "geloescht",
+           "geloschtam", "geloscht", "borradoen", "borrado", "eliminadoen", "eliminado",
+           "cancellato", "cancellatoil", "eliminato", "verwijderd", "verwijderdop")
+
+# columns that hold a slug (for a link template)
+SLUGS = ("slug", "urlkey", "rewrite", "linkrewrite", "urlslug", "permalink", "alias")
+
+# columns that order link-table rows
+POSITIONS = ("position", "sortorder", "sort", "ordering", "rank", "ordre", "reihenfolge",
+             "sortierung", "orden", "posicion", "ordine", "posizione", "volgorde", "positie")
+# fmt: on
