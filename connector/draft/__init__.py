@@ -48,15 +48,17 @@ class Draft:
         return self.plan.todos
 
     def summary(self) -> str:
-        counts = {"high": 0, "medium": 0, "low": 0, "placeholder": 0}
+        counts = {"high": 0, "medium": 0, "low": 0, "ambiguous": 0, "placeholder": 0}
         for c in self.plan.choices:
             counts[c.confidence] += 1
         todo = [t.field + ("" if t.required else " (optional)") for t in self.todos]
-        placeholders = [c.field for c in self.plan.choices if c.confidence == "placeholder"]
+        placeholders = [
+            c.field for c in self.plan.choices if c.confidence in ("placeholder", "ambiguous")
+        ]
         conf = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         out = f"{self.resource} ← {self.table}: {len(self.plan.choices)} field(s) matched ({conf})"
         if placeholders:
-            out += f"; placeholders: {', '.join(placeholders)}"
+            out += f"; to confirm: {', '.join(placeholders)}"
         if todo:
             out += f"; TODO: {', '.join(todo)}"
         return out
@@ -73,7 +75,7 @@ def pick_table(resource: str, tables: dict[str, Table]) -> str | None:
         s = 1.0 if n in syns else 0.0
         if not s:
             toks = words.tokens(t.name)
-            s = 0.5 if toks and words.norm(toks[-1]) in syns else 0.0
+            s = 0.6 if toks and toks[-1] in syns else 0.5 if set(toks) & set(syns) else 0.0
         if s and (best is None or s > best[0]):
             best = (s, t.name)
     return best[1] if best else None

@@ -205,10 +205,14 @@ def value_spec(f: Field, a: Avail, why: str, score: float) -> Choice:
     elif f.type == "boolean" and col.kind in ("ts", "date"):
         conv = ["is_not_null"]
         notes.append("true when the timestamp is set")
-    elif f.type in ("string", "enum") and col.kind == "str" and not f.required:
-        if any(isinstance(v, str) and not v.strip() for v in col.values):
-            conv = ["trim", "nullif_empty"]
-            notes.append("some sampled values are empty strings: sent as null")
+    elif (
+        f.type in ("string", "enum")
+        and col.kind == "str"
+        and not f.required
+        and any(isinstance(v, str) and not v.strip() for v in col.values)
+    ):
+        conv = ["trim", "nullif_empty"]
+        notes.append("some sampled values are empty strings: sent as null")
     if f.type == "enum" and f.choices:
         mapped = _enum_map(f, col)
         if mapped:
@@ -276,7 +280,19 @@ def match_fields(
             continue
         done.add(f.name)
         used.add(a.name)
-        out.choices.append(value_spec(f, a, why, s))
+        choice = value_spec(f, a, why, s)
+        rival = next(
+            (
+                b
+                for s2, _, _, g, b in cands
+                if g is f and b.table != a.table and b.name not in used and s2 >= s - 0.05
+            ),
+            None,
+        )
+        if rival is not None:  # as good a column in another table: the person decides
+            choice.confidence = "ambiguous"
+            choice.note += f"; TODO: {rival.table}.{rival.col.name} fits as well, choose"
+        out.choices.append(choice)
     order = {f.name: i for i, f in enumerate(defs)}
     out.choices.sort(key=lambda c: order[c.field])
     return out

@@ -232,10 +232,12 @@ class _Source:
         ]
         self.joins: list[str] = []
         self.extra: list[str] = []  # select-list entries beyond m.*
+        self.where: list[str] = []
+        self.notes: list[str] = []  # for the file's header
 
     @property
     def joined(self) -> bool:
-        return bool(self.joins or self.extra)
+        return bool(self.joins or self.extra or self.where)
 
     def names(self) -> set[str]:
         return {a.name for a in self.avail}
@@ -284,6 +286,8 @@ class _Source:
             lines.append(f"       {e}")
         lines.append(f"FROM {self.base.name} m")
         lines += self.joins
+        if self.where:
+            lines.append("WHERE " + " AND ".join(self.where))
         return "\n".join(lines)
 
 
@@ -421,11 +425,14 @@ def build_plan(resource: Resource, base: Table, tables: dict[str, Table]) -> Pla
         and not any(c.field == f.name for c in done)
     ]
     if missing:
+        # only where the field is named after the key and the column (cart_updated_at)
+        wanted = {words.norm(f.name) for f in missing}
         more = [
             a
             for c in base.fks
             if len(c.columns) == 1
             for a in src.lookups(c.columns[0], _prefix(c.columns[0]))
+            if words.norm(a.name) in wanted
         ]
         extra = match_fields(tuple(missing), more, tables, set())
         for ch in extra.choices:
@@ -448,6 +455,7 @@ def build_plan(resource: Resource, base: Table, tables: dict[str, Table]) -> Pla
                 plan.children.append(child)
     _fill_missing(plan, src, tables)
     plan.query = src.sql()
+    header += src.notes
     order = {f.name: i for i, f in enumerate(resource.fields)}
     plan.fields.choices.sort(key=lambda c: order.get(c.field, 99))
     mapped = (
@@ -543,6 +551,14 @@ def _object(f: Field, src: _Source, tables: dict[str, Table]) -> Matched:
         return out
     fk_col = m.choices[0].columns[0]
     out.choices.append(m.choices[0])
+    own = src.base.columns.get(fk_col)
+    if not f.required and own is not None and own.nullable:
+        src.where.append(f"m.{fk_col} IS NOT NULL")
+        src.notes.append(
+            f"Rows without {fk_col} are left out (WHERE m.{fk_col} IS NOT NULL): ShopiMind "
+            f"cannot tie them to a {f.name}. Such a row is sent once it gets one, if that sets "
+            f"its cursor column; drop the WHERE to send them without {f.name}."
+        )
     rest = tuple(s for s in f.fields if s is not id_def)
     more = src.lookups(fk_col, f.name)
     # scored by the looked-up table's own column names

@@ -59,7 +59,9 @@ def _fields(m: Matched, lines: list[str]) -> None:
 
 
 def _conf(c: Choice) -> str:
-    return "placeholder" if c.confidence == "placeholder" else f"{c.confidence} confidence"
+    if c.confidence in ("placeholder", "ambiguous"):
+        return c.confidence
+    return f"{c.confidence} confidence"
 
 
 def render(plan: Plan) -> str:
@@ -80,6 +82,9 @@ def render(plan: Plan) -> str:
     placeholders = [c.field for c in plan.choices if c.confidence == "placeholder"]
     if placeholders:
         lines += _comment(f"TODO (placeholders to replace): {', '.join(placeholders)}")
+    ambiguous = [c.field for c in plan.choices if c.confidence == "ambiguous"]
+    if ambiguous:
+        lines += _comment(f"TODO (two columns fit as well, choose): {', '.join(ambiguous)}")
     lines.append(f"resource = {toml_value(r.name)}")
     lines += ["", "[source]"]
     if plan.query:

@@ -15,6 +15,8 @@ from connector.errors import SourceError
 from connector.source.reader import short_cause
 
 SAMPLE_ROWS = 500
+# text flags the boolean conversion reads (connector.mapping.convert.to_bool)
+_FLAG_TEXT = frozenset({"Y", "N", "O", "T", "F", "YES", "NO", "OUI", "NON", "TRUE", "FALSE"})
 
 # column kinds: what the draft needs to know of a SQL type
 Kind = str  # "int" | "decimal" | "str" | "ts" | "date" | "bool" | "other"
@@ -45,7 +47,7 @@ class Column:
         if self.kind == "int":
             return bool(vals) and vals <= {"0", "1"}
         if self.kind == "str" and (self.length or 99) <= 5:
-            return bool(vals) and (vals <= {"Y", "N"} or vals <= {"O", "N"} or vals <= {"J", "N"})
+            return bool(vals) and vals <= _FLAG_TEXT
         return False
 
 

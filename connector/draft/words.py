@@ -45,7 +45,7 @@ TABLES: dict[str, tuple[str, ...]] = {
                                "newslettersubscriptions", "newslettersubscriber",
                                "newslettersubscribers", "subscriber", "subscribers", "abonne",
                                "abonnes", "abonnent", "abonnenten", "suscriptor",
-                               "suscriptores", "iscritto", "iscritti", "abonnee"),
+                               "suscriptores", "boletin", "iscritto", "iscritti", "abonnee"),
     "customers_addresses": ("address", "addresses", "adresse", "adressen", "adresses",
                             "direccion", "direcciones", "indirizzo", "indirizzi", "adres",
                             "adressen"),
