@@ -17,6 +17,7 @@ from connector.draft.schema import Column, Table
 from connector.registry import Field
 
 CONFIDENCE = {"high": 0.85, "medium": 0.55, "low": 0.0}
+BASE_URL = "https://YOUR-SHOP.example"  # a placeholder the merchant replaces
 
 _EMAIL = re.compile(r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$")
 _LANG = re.compile(r"^[A-Za-z]{2}([_-][A-Za-z]{2})?$")
@@ -219,7 +220,7 @@ def value_spec(f: Field, a: Avail, why: str, score: float) -> Choice:
             spec["map"] = mapped
             notes.append("value map guessed from the choices' initials: check it")
             score = min(score, 0.5)
-    if f.required and col.nullable and col.kind == "str" and f.type == "string":
+    if f.required and col.nullable and col.kind == "str" and f.type == "string" and not conv:
         spec["default"] = ""
         notes.append('NULL in the shop, required by the API: sent as ""')
     elif f.required and f.type in ("lang", "currency") and (col.nullable or col.has_nulls):
@@ -235,7 +236,23 @@ def value_spec(f: Field, a: Avail, why: str, score: float) -> Choice:
     if conv:
         spec["convert"] = conv if len(conv) > 1 else conv[0]
     value: Any = a.name if list(spec) == ["column"] else spec
-    return Choice(f.name, value, "; ".join(notes), level(score), (a.name,))
+    confidence = level(score)
+    if f.type == "string" and _relative_urls(col):
+        confidence = "placeholder"
+        if col.nullable or col.has_nulls:
+            notes.append(
+                f"TODO: the values are relative URLs; prefix them with your shop's base URL in "
+                f"a query (e.g. '{BASE_URL}' || {a.name}, NULL kept NULL)"
+            )
+        else:
+            value = {"template": BASE_URL + "{" + a.name + "}"}
+            notes.append(f"TODO: the values are relative URLs; replace {BASE_URL} by your shop's")
+    return Choice(f.name, value, "; ".join(notes), confidence, (a.name,))
+
+
+def _relative_urls(col: Column) -> bool:
+    vals = [str(v) for v in col.values]
+    return bool(vals) and all(v.startswith("/") and not v.startswith("//") for v in vals)
 
 
 def _enum_map(f: Field, col: Column) -> dict[str, str] | None:

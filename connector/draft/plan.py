@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from connector.draft import words
-from connector.draft.match import Avail, Choice, Matched, Todo, looks_lang, match_fields
+from connector.draft.match import BASE_URL, Avail, Choice, Matched, Todo, looks_lang, match_fields
 from connector.draft.schema import Column, Table
 from connector.registry import Field, Resource
 
@@ -34,7 +34,6 @@ PARENT_ID = {
     "products_variations": "product_id",
     "products_images": "product_id",
 }
-BASE_URL = "https://YOUR-SHOP.example"
 
 
 @dataclass
