@@ -105,6 +105,13 @@ def _names_match(name: str, syns: tuple[str, ...]) -> float:
 
 
 def lang_column(t: Table) -> str | None:
+    if "lang" not in t.memo:
+        t.memo["lang"] = _lang_column(t)
+    found: str | None = t.memo["lang"]
+    return found
+
+
+def _lang_column(t: Table) -> str | None:
     for c in t.columns.values():
         if words.norm(c.name) in words.FIELDS["lang"] and c.kind == "str":
             return c.name
@@ -132,7 +139,8 @@ def translations_of(t: Table, tables: dict[str, Table]) -> tuple[Table, str, str
     for u in tables.values():
         if u.name == t.name:
             continue
-        ref, lang = refs_to(u, t), lang_column(u)
+        ref = refs_to(u, t)
+        lang = lang_column(u) if ref else None
         if ref and lang and {ref, lang} <= set(u.pk) | {c for uq in u.unique for c in uq}:
             return u, ref, lang
     return None

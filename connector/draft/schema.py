@@ -67,6 +67,7 @@ class Table:
     indexed: set[str]  # columns that lead an index (or the primary key)
     unique: list[tuple[str, ...]]
     row_count_sampled: int = 0
+    memo: dict[str, Any] = field(default_factory=dict)  # what the draft derived once
 
     def fk_of(self, column: str) -> ForeignKey | None:
         for fk in self.fks:
