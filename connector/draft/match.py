@@ -63,6 +63,7 @@ class Todo:
     field: str
     required: bool
     note: str
+    is_list: bool = False  # mapped under [children.NAME]
 
 
 @dataclass

@@ -470,7 +470,9 @@ def build_plan(resource: Resource, base: Table, tables: dict[str, Table]) -> Pla
     )
     for f in resource.fields:
         if f.name not in mapped and f.name not in SKIP_FIELDS:
-            plan.fields.todos.append(Todo(f.name, f.required, f"no column matched ({f.type})"))
+            is_list = f.type in ("objects", "id_strings", "id_numbers")
+            note = f"no column matched ({f.type})"
+            plan.fields.todos.append(Todo(f.name, f.required, note, is_list))
     return plan
 
 

@@ -55,7 +55,8 @@ def _fields(m: Matched, lines: list[str]) -> None:
         lines.append(f"{c.field} = {toml_value(c.spec)}")
     for t in m.todos:
         what = "REQUIRED" if t.required else "optional"
-        lines += _comment(f'TODO {t.field} ({what}): {t.note}; map it as {t.field} = "column"')
+        how = f"[children.{t.field}]" if t.is_list else f'{t.field} = "column"'
+        lines += _comment(f"TODO {t.field} ({what}): {t.note}; map it as {how}")
 
 
 def _conf(c: Choice) -> str:
