@@ -4,6 +4,7 @@ child collections and watched tables. Rendered as TOML by :mod:`connector.draft.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -92,6 +93,14 @@ class Plan:
         return out
 
 
+_USABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+def usable(name: str) -> bool:
+    """A column name the mapping language takes as it is (ASCII letters, digits, _)."""
+    return bool(_USABLE.match(name))
+
+
 def _renamed(c: Choice, name: str) -> Choice:
     return Choice(name, c.spec, c.note, c.confidence, c.columns)
 
@@ -113,23 +122,25 @@ def lang_column(t: Table) -> str | None:
 
 def _lang_column(t: Table) -> str | None:
     for c in t.columns.values():
+        if not usable(c.name):
+            continue
         if words.norm(c.name) in words.FIELDS["lang"] and c.kind == "str":
             return c.name
     for c in t.columns.values():
-        if c.kind == "str" and c.values and looks_lang(c):
+        if usable(c.name) and c.kind == "str" and c.values and looks_lang(c):
             return c.name
     return None
 
 
 def single_pk(t: Table) -> str | None:
     pk = [c for c in t.pk if c != lang_column(t)]
-    return pk[0] if len(pk) == 1 else None
+    return pk[0] if len(pk) == 1 and usable(pk[0]) else None
 
 
 def refs_to(child: Table, parent: Table) -> str | None:
     """The column of ``child`` referring to ``parent``'s (single) primary key."""
     for fk in child.fks:
-        if fk.table == parent.name and len(fk.columns) == 1:
+        if fk.table == parent.name and len(fk.columns) == 1 and usable(fk.columns[0]):
             return fk.columns[0]
     return None
 
@@ -160,7 +171,7 @@ def is_link(t: Table) -> bool:
 
 def cursor_of(t: Table) -> tuple[str | None, str | None, str, list[str]]:
     """(cursor, fallback, why, warnings) for table ``t``."""
-    ts = [c for c in t.columns.values() if c.kind in ("ts",)]
+    ts = [c for c in t.columns.values() if c.kind == "ts" and usable(c.name)]
     best: tuple[float, Column] | None = None
     for c in ts:
         s = _names_match(c.name, words.FIELDS["updated_at"])
@@ -206,10 +217,14 @@ def cursor_of(t: Table) -> tuple[str | None, str | None, str, list[str]]:
 
 def _created(t: Table) -> Column | None:
     for c in t.columns.values():
-        if c.kind == "ts" and _names_match(c.name, words.FIELDS["created_at"]) == 1.0:
+        if (
+            c.kind == "ts"
+            and usable(c.name)
+            and _names_match(c.name, words.FIELDS["created_at"]) == 1.0
+        ):
             return c
     for c in t.columns.values():
-        if c.kind == "ts" and _names_match(c.name, words.FIELDS["created_at"]):
+        if c.kind == "ts" and usable(c.name) and _names_match(c.name, words.FIELDS["created_at"]):
             return c
     return None
 
@@ -220,7 +235,7 @@ def deleted_of(t: Table, resource: Resource) -> tuple[str, str, str] | None:
     if resource.field("is_deleted") is not None:
         return None
     for c in t.columns.values():
-        if words.norm(c.name) in words.DELETED:
+        if usable(c.name) and words.norm(c.name) in words.DELETED:
             if c.kind in ("ts", "date"):
                 return c.name, "not_null", f"{c.name} is set on soft-deleted rows"
             if c.flag_like():
@@ -236,6 +251,7 @@ class _Source:
         self.avail: list[Avail] = [
             Avail(c.name, c, base.name, fk_table=_fk_table(base, c.name))
             for c in base.columns.values()
+            if usable(c.name)
         ]
         self.joins: list[str] = []
         self.extra: list[str] = []  # select-list entries beyond m.*
@@ -252,6 +268,8 @@ class _Source:
     def join(self, other: Table, alias: str, on: str) -> None:
         self.joins.append(f"JOIN {other.name} {alias} ON {on}")
         for c in other.columns.values():
+            if not usable(c.name):
+                continue
             name = c.name if c.name not in self.names() else f"{alias}_{c.name}"
             self.extra.append(f"{alias}.{c.name}" + (f" AS {name}" if name != c.name else ""))
             self.avail.append(
@@ -276,7 +294,7 @@ class _Source:
                 lookup=True,
             )
             for c in target.columns.values()
-            if c.name != pk
+            if c.name != pk and usable(c.name)
         ]
 
     def use(self, a: Avail) -> None:
@@ -306,6 +324,13 @@ def _fk_table(t: Table, column: str) -> str | None:
 def build_plan(resource: Resource, base: Table, tables: dict[str, Table]) -> Plan:
     src = _Source(base, tables)
     header: list[str] = []
+    odd = [c for c in base.columns if not usable(c)]
+    if odd:
+        header.append(
+            f"TODO: column(s) {', '.join(repr(c) for c in odd)} of {base.name} have names a "
+            "mapping cannot use as they are, so no field was matched to them: to use one, read "
+            'the table through a query that renames it (SELECT ..., "Prénom" AS prenom).'
+        )
     pk = single_pk(base)
     cursor, fallback, cursor_why, warnings = cursor_of(base)
     plan = Plan(
@@ -345,9 +370,16 @@ def build_plan(resource: Resource, base: Table, tables: dict[str, Table]) -> Pla
         key_notes.append(f"{pk}: the primary key of {base.name}")
         done.append(Choice(own, pk, f"{base.name}.{pk}, its primary key", "high", (pk,)))
         skip.add(own)
-    elif not own and base.pk:
+    elif base.pk:  # no primary key of one column (besides a language): all of it
         key += [c for c in base.pk if c not in key]
         key_notes.append(f"{', '.join(base.pk)}: the primary key of {base.name}")
+        thing = words.norm(own.removesuffix("_id")) if own else ""
+        names = {"id", f"{thing}id", f"id{thing}"}
+        named = next((c for c in base.pk if own and words.norm(c) in names), None)
+        if own and named:
+            note = f"{base.name}.{named}, part of its primary key ({', '.join(base.pk)})"
+            done.append(Choice(own, named, note, "medium", (named,)))
+            skip.add(own)
 
     # one item per language
     tr = translations_of(base, tables) if pk else None
@@ -394,7 +426,7 @@ def build_plan(resource: Resource, base: Table, tables: dict[str, Table]) -> Pla
                 skip.add("updated_at")
     elif needs_lang and lang_col is None:
         _parent_languages(plan, src, base, tables, key, key_notes, header)
-    elif needs_lang and lang_col is not None:
+    elif needs_lang and lang_col is not None and lang_col not in key:
         key.append(lang_col)
         key_notes.append(f"{lang_col}: the row's language")
     plan.key = key or ["TODO"]

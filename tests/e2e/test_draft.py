@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tomllib
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +178,42 @@ def test_an_unmatched_required_field_is_a_todo_that_check_names(
     assert res.code == 2
     for field in required:
         assert f"required API field '{field}' of products_manufacturers is not mapped" in res.err
+
+
+def test_columns_a_mapping_cannot_name_are_left_with_a_todo(db_url: str) -> None:
+    """'Prénom' and 'E-Mail' are valid SQL but no mapping column name: the draft still loads,
+    says which columns it left and how to use them, and maps the rest."""
+    md = sa.MetaData()
+    sa.Table(
+        "clients",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("E-Mail", sa.String(80), nullable=False),
+        sa.Column("Prénom", sa.String(40), nullable=False),
+        sa.Column("nom", sa.String(40), nullable=False),
+        sa.Column("date_maj", sa.DateTime, nullable=False, index=True),
+    )
+    engine = sa.create_engine(db_url)
+    try:
+        md.create_all(engine)
+        with engine.begin() as c:
+            c.execute(
+                md.tables["clients"].insert(),
+                [
+                    {
+                        "id": 1,
+                        "E-Mail": "a@b.fr",
+                        "Prénom": "Léa",
+                        "nom": "Roux",
+                        "date_maj": datetime(2026, 1, 1),
+                    }
+                ],
+            )
+    finally:
+        engine.dispose()
+    (draft,) = draft_resources(db_url, {"customers": None})
+    assert draft.table == "clients"
+    assert "'E-Mail', 'Prénom'" in draft.text and "AS prenom" in draft.text
+    fields = tomllib.loads(draft.text)["fields"]
+    assert fields["last_name"] == "nom" and "email" not in fields
+    assert {"email", "first_name"} <= {t.field for t in draft.todos if t.required}

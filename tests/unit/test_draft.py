@@ -49,7 +49,15 @@ def fields_of(plan_text: str) -> dict[str, Any]:
         (("correo", "nombre", "apellido", "actualizado_en", "creado_en", "activo", "idioma"), "es"),
         (("email", "nome", "cognome", "aggiornato_il", "creato_il", "attivo", "lingua"), "it"),
         (
-            ("e-mail", "voornaam", "achternaam", "gewijzigd_op", "aangemaakt_op", "actief", "taal"),
+            (
+                "emailadres",
+                "voornaam",
+                "achternaam",
+                "gewijzigd_op",
+                "aangemaakt",
+                "actief",
+                "taal",
+            ),
             "nl",
         ),
     ],
@@ -203,3 +211,20 @@ def test_two_equally_good_columns_are_left_to_the_person() -> None:
     assert "fits as well, choose" in name.note
     assert "JOIN product_texts t ON t.product_id = m.product_id" in (plan.query or "")
     assert "# TODO (two columns fit as well, choose): name" in render(plan)
+
+
+def test_a_composite_primary_key_is_the_key_and_its_id_part_the_id() -> None:
+    t = table(
+        "shop_customers",
+        [
+            col("shop", "int", [1, 1], nullable=False),
+            col("id", "int", [7, 8], nullable=False),
+            col("email", "str", ["a@b.fr", "c@d.fr"], nullable=False),
+            col("updated_at", "ts", [T1, T2], nullable=False),
+        ],
+        pk=("shop", "id"),
+    )
+    plan = build_plan(registry.RESOURCES["customers"], t, {t.name: t})
+    text = render(plan)
+    assert tomllib.loads(text)["source"]["key"] == ["shop", "id"]
+    assert fields_of(text)["customer_id"] == "id"
