@@ -407,8 +407,9 @@ def build_plan(resource: Resource, base: Table, tables: dict[str, Table]) -> Pla
                     cursor=u_cursor,
                 )
             )
+            main = f"COALESCE(m.{cursor}, m.{fallback})" if fallback else f"m.{cursor}"
             sync = (
-                f"CASE WHEN t.{u_cursor} > m.{cursor} THEN t.{u_cursor} ELSE m.{cursor} END "
+                f"CASE WHEN t.{u_cursor} > {main} THEN t.{u_cursor} ELSE {main} END "
                 "AS sync_updated_at"
             )
             src.extra.append(sync)
