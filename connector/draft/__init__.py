@@ -2,11 +2,13 @@
 
 It reads the schema through SQLAlchemy inspection and a small sample of rows
 (:mod:`~connector.draft.schema`), matches each ShopiMind field of the registry to a column
-(:mod:`~connector.draft.match`), plans the source, key, cursor, soft delete, translations and
-child collections (:mod:`~connector.draft.plan`) and writes TOML with a comment on every choice
-(:mod:`~connector.draft.render`). A required field it cannot match is left out with a ``TODO``
-comment, so ``check`` names it. It only reads the shop database and never overwrites a file
-without ``force``.
+(:mod:`~connector.draft.match`, names in :mod:`~connector.draft.words`), plans the source, key,
+cursor, soft delete, translations and child collections (:mod:`~connector.draft.plan`, with
+:mod:`~connector.draft.tables` for one table's traits, :mod:`~connector.draft.source` for the
+query, :mod:`~connector.draft.related` for other tables' parts, :mod:`~connector.draft.model`
+for the result) and writes TOML with a comment on every choice (:mod:`~connector.draft.render`).
+A required field it cannot match is left out with a ``TODO`` comment, so ``check`` names it.
+It only reads the shop database and never overwrites a file without ``force``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from connector import registry
 from connector.config import Config
 from connector.draft import words
 from connector.draft.match import Todo
-from connector.draft.plan import Plan, build_plan, is_link, is_translations
+from connector.draft.plan import Plan, build_plan
 from connector.draft.render import render
 from connector.draft.schema import Table, read_schema
+from connector.draft.tables import is_link, is_translations
 from connector.errors import ConfigError, MappingError
 
 __all__ = [

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from connector.draft.match import Choice, Matched
-from connector.draft.plan import Child, Plan
+from connector.draft.model import Child, Plan
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
