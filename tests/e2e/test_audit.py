@@ -1,0 +1,112 @@
+"""The audit end to end (issue 19): after a sync whose accepted items the sandbox partly drops,
+and records edited, deleted and added on the sandbox's side, ``audit --json`` names exactly those
+keys with the differing fields; ``audit --repair`` leaves the sandbox equal to the shop's rows
+mapped; equivalent values written differently (money digits, instants in another offset, id
+lists in another order) are not differences."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector import registry
+from connector.audit.compare import compared_fields, differences
+from connector.mapping import load_mappings
+from tests.e2e.harness import Env, make_env
+
+MAPPINGS = ["customers", "orders", "products"]
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> Iterator[Env]:
+    with make_env(db_url, tmp_path) as e:
+        assert e.cli("db", "upgrade").code == 0
+        e.use_mappings(MAPPINGS)
+        yield e
+
+
+def audit(env: Env, *args: str) -> dict[str, dict[str, Any]]:
+    res = env.cli("audit", "--json", "--recheck-delay", "0s", *args)
+    assert res.code in (0, 1), res.text
+    return {r["mapping"]: r for r in json.loads(res.out)}
+
+
+def assert_equal_to_shop(env: Env) -> None:
+    """Every mapping's records on the sandbox are the shop's rows mapped: same keys, and no
+    compared field differs by the API's types."""
+    for m in load_mappings(env.mappings, MAPPINGS):
+        expected = env.expected(m.name)
+        stored = env.sandbox.records(m.resource.name)
+        assert set(stored) == set(expected), m.name
+        names = compared_fields(m)
+        for key, item in expected.items():
+            assert differences(m.resource, item, stored[key], names) == {}, (m.name, key)
+
+
+def test_audit_reports_exactly_the_differences_and_repair_fixes_them(env: Env) -> None:
+    sb = env.sandbox
+    sb.drop(0.1, seed=7)
+    assert env.cli("sync").code == 0
+    sb.drop(0.0)
+    dropped = {m: sb.dropped(registry.RESOURCES[m].name) for m in MAPPINGS}
+    assert dropped["customers"] and dropped["orders"] and dropped["products"]
+
+    customers = sb.records("customers")
+    orders = sb.records("orders")
+    products = sb.records("products")
+    c_edit, c_same = sorted(customers)[:2]
+    o_edit, o_gone, o_same = sorted(orders)[:3]
+    p_edit = sorted(products)[0]
+    assert "|" in p_edit  # composite key: product_id|lang
+    # real differences
+    sb.edit("customers", c_edit, email="someone.else@example.com")
+    sb.edit("orders", o_edit, amount=round(float(orders[o_edit]["amount"]) + 1, 2))
+    sb.edit("products", p_edit, name="Renamed on ShopiMind", quantity_remaining=-5)
+    sb.remove("orders", o_gone)
+    ghost = dict(customers[c_same], customer_id="ghost-1", email="ghost@example.com")
+    sb.add("customers", ghost)
+    # equivalent values, written otherwise: not differences
+    c = customers[c_same]
+    sb.edit("customers", c_same, created_at=c["created_at"].replace("Z", "+00:00"))
+    if c.get("group_ids"):
+        sb.edit("customers", c_same, group_ids=[int(g) for g in reversed(c["group_ids"])])
+    o = orders[o_same]
+    sb.edit("orders", o_same, amount=float(o["amount"]) + 0.001, order_id=int(o["order_id"]))
+
+    found = audit(env)
+    cu, od, pr = found["customers"], found["orders"], found["products"]
+    assert set(cu["missing"]["keys"]) == dropped["customers"]
+    assert set(cu["stale"]["keys"]) == {c_edit}
+    assert cu["stale"]["fields"][c_edit] == {
+        "email": {"expected": customers[c_edit]["email"], "actual": "someone.else@example.com"}
+    }
+    assert cu["ghost"]["keys"] == ["ghost-1"]
+    assert set(od["missing"]["keys"]) == dropped["orders"] | {o_gone}
+    assert set(od["stale"]["keys"]) == {o_edit}
+    assert set(od["stale"]["fields"][o_edit]) == {"amount"}
+    assert od["ghost"]["count"] == 0
+    assert set(pr["missing"]["keys"]) == dropped["products"]
+    assert pr["stale"]["fields"][p_edit] == {
+        "name": {"expected": products[p_edit]["name"], "actual": "Renamed on ShopiMind"},
+        "quantity_remaining": {
+            "expected": products[p_edit]["quantity_remaining"],
+            "actual": -5,
+        },
+    }
+    assert pr["ghost"]["count"] == 0
+    for r in found.values():
+        assert r["outcome"] == "ok"
+        assert r["missing"]["count"] == len(r["missing"]["keys"])
+        assert "id" in r["ignored_fields"]  # ShopiMind's own id: listed, not compared
+
+    res = env.cli("audit", "--repair", "--recheck-delay", "0s")
+    assert res.code == 0, res.text
+    assert "ghost-1" in sb.deleted("customers")
+    assert_equal_to_shop(env)
+    again = audit(env)
+    for r in again.values():
+        assert (r["missing"]["count"], r["stale"]["count"], r["ghost"]["count"]) == (0, 0, 0)
