@@ -29,6 +29,7 @@ class ShopSide:
         self.spec = self.mapping.source
         self.reader = rt.reader
         self.page_size = max(1, rt.config.sync.page_size)
+        self._kinds: list[bool] | None = None
         self.rejected = 0  # rows the mapping cannot turn into an item (kept as rejected items)
 
     def _what(self, text: str) -> str:
@@ -103,17 +104,32 @@ class ShopSide:
         cols = self.key_columns()
         if cols is None:
             return None
-        if not records:
-            return {}
-        values = [tuple(_typed(id_text(r.get(f))) for f, _ in cols) for r in records]
+        numeric = self._numeric([c for _, c in cols])
+        values = []
+        for r in records:
+            texts = [id_text(r.get(f)) for f, _ in cols]
+            if all(not num or _is_int(t) for t, num in zip(texts, numeric, strict=True)):
+                values.append(
+                    tuple(int(t) if num else t for t, num in zip(texts, numeric, strict=True))
+                )
+        if not values:
+            return {}  # e.g. a text key on ShopiMind where the shop's key is a number: no row
         stmt = q.rows_by_key_query(self.spec, [c for _, c in cols], list(dict.fromkeys(values)))
         rows = self.reader.fetch(stmt, self._what(f"looking up {len(values)} ShopiMind key(s)"))
         return self.implied(rows)
 
+    def _numeric(self, columns: Sequence[str]) -> list[bool]:
+        """Whether the shop stores each column as an integer (seen on one row; text if none)."""
+        if self._kinds is None:
+            rel = q.source_relation(self.spec, columns)
+            stmt = sa.select(*(rel.c[c] for c in columns)).select_from(rel).limit(1)
+            rows = self.reader.fetch(stmt, self._what("reading the key columns' types"))
+            self._kinds = [
+                bool(rows) and isinstance(rows[0][c], int) and not isinstance(rows[0][c], bool)
+                for c in columns
+            ]
+        return self._kinds
 
-def _typed(text: str) -> Any:
-    """A key value read back as text, typed the way the shop most likely stores it: a canonical
-    integer as a number (``"42"``), anything else (``"000123"``, ``"A-7"``) as the string."""
-    if text.isdigit() and str(int(text)) == text:
-        return int(text)
-    return text
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
