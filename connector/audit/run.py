@@ -39,7 +39,7 @@ from connector.audit.share import DEFAULT_SHARE, AuditShare
 from connector.audit.shopside import ShopSide
 from connector.errors import ConnectorError, FatalError
 from connector.mapping.spec import Mapping
-from connector.registry import READ_ROUTES
+from connector.registry import LIST_LIMIT, READ_ROUTES
 from connector.runtime import Runtime
 
 log = logging.getLogger("connector.audit")
@@ -76,6 +76,7 @@ class AuditOptions:
     recheck_delay: float = DEFAULT_RECHECK_DELAY
     max_delete_share: float = 0.5
     share: float = DEFAULT_SHARE
+    list_limit: int = LIST_LIMIT  # records per list request
 
     def signature(self, names: Sequence[str]) -> str:
         return json.dumps({"sample": self.sample, "repair": self.repair, "mappings": list(names)})
@@ -112,7 +113,7 @@ class _Audit:
         self.mapping = rt.compiled[name].mapping
         self.resource = self.mapping.resource
         self.shop = ShopSide(rt, name)
-        self.api = ReadBack(rt.client, share, self.resource, rt.stop)
+        self.api = ReadBack(rt.client, share, self.resource, rt.stop, opts.list_limit)
         self.names = compared_fields(self.mapping, rt.config.shopimind.id_data_source)
         self.res = MappingAudit(name, self.resource.name)
         self.ignored: set[str] = set()

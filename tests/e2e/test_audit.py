@@ -6,6 +6,7 @@ lists in another order) are not differences."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,11 @@ from typing import Any
 import pytest
 
 from connector import registry
+from connector.audit import AuditOptions, AuditShare, audit_all, audit_mapping
 from connector.audit.compare import compared_fields, differences
+from connector.config import load_config
 from connector.mapping import load_mappings
+from connector.runtime import Runtime
 from tests.e2e.harness import Env, make_env
 
 MAPPINGS = ["customers", "orders", "products"]
@@ -110,3 +114,80 @@ def test_audit_reports_exactly_the_differences_and_repair_fixes_them(env: Env) -
     again = audit(env)
     for r in again.values():
         assert (r["missing"]["count"], r["stale"]["count"], r["ghost"]["count"]) == (0, 0, 0)
+
+
+@contextlib.contextmanager
+def runtime(env: Env) -> Iterator[Runtime]:
+    with Runtime.open(load_config(str(env.config))) as rt:
+        yield rt
+
+
+def test_sampled_audit_reads_single_records(env: Env) -> None:
+    sb = env.sandbox
+    assert env.cli("sync").code == 0
+    for key in sb.records("customers"):
+        sb.edit("customers", key, first_name="Changed")
+    opts = AuditOptions(sample=3, recheck_delay=0.0, list_limit=5)
+    with runtime(env) as rt:
+        assert rt.client is not None
+        share = AuditShare(rt.client.budget, 1.0)
+        seen = len(sb.requests)
+        res = audit_mapping(rt, "customers", opts, share)
+    assert res.mode == "sample" and res.outcome == "ok", res
+    assert res.missing == [] and res.ghost == []
+    # the 3 sampled keys, plus the records of one random list page (5), all edited
+    assert 3 <= len(res.stale) <= 8
+    assert all(set(f) == {"first_name"} for f in res.stale.values())
+    gets = [r for r in sb.requests[seen:] if r.method == "GET"]
+    singles = [r for r in gets if r.path.startswith("/v1/customers/")]
+    assert len(singles) == 3 + len(res.stale)  # the sample, then each difference read again
+    assert len(gets) - len(singles) == 2  # the first page (the total) and one random page
+    assert res.requests == len(gets)
+
+
+def test_interrupted_audit_resumes_after_the_mappings_done(env: Env) -> None:
+    sb = env.sandbox
+    sb.drop(0.2, seed=2)
+    assert env.cli("sync").code == 0
+    sb.drop(0.0)
+
+    class StopAtOrders:
+        def __init__(self, rt: Runtime) -> None:
+            self.rt = rt
+
+        def start(self, mapping: str, total: int | None, budget_rate: float | None = None) -> None:
+            if mapping == "orders":
+                self.rt.stop.set()
+
+        def update(self, mapping: str, rows: int) -> None:
+            pass
+
+        def finish(self, mapping: str) -> None:
+            pass
+
+    opts = AuditOptions(recheck_delay=0.0)
+    with runtime(env) as rt:
+        first = audit_all(rt, None, opts, progress=StopAtOrders(rt))
+    assert [(r.mapping, r.outcome) for r in first] == [
+        ("customers", "ok"),
+        ("products", "ok"),
+        ("orders", "interrupted"),
+    ]
+    seen = len(sb.requests)
+    with runtime(env) as rt:
+        second = audit_all(rt, None, opts)
+    got = {r.mapping: r for r in second}
+    assert [(r.mapping, r.outcome) for r in second] == [
+        ("customers", "ok"),
+        ("products", "ok"),
+        ("orders", "ok"),
+    ]
+    assert set(got["customers"].missing) == sb.dropped("customers")  # kept from the first run
+    assert "from the interrupted run" in (got["customers"].message or "")
+    assert set(got["orders"].missing) == sb.dropped("orders")
+    paths = {r.path for r in sb.requests[seen:]}
+    assert "/v1/orders" in paths
+    assert not paths & {"/v1/customers", "/v1/products"}
+    with runtime(env) as rt:  # a finished run starts over
+        third = audit_all(rt, ["customers"], opts)
+    assert "interrupted" not in (third[0].message or "")
