@@ -74,12 +74,14 @@ class ShopSide:
         return self.implied(self.rows([key_from_json(t) for t in texts])) if texts else {}
 
     def sample(self, n: int) -> Implied:
-        """``n`` rows picked at random, mapped."""
+        """``n`` rows picked at random that map to items (soft-deleted and rejected rows are
+        passed over: twice as many are picked), mapped."""
         rel = q.source_relation(self.spec)
         rnd = sa.func.rand() if self.reader.dialect in ("mysql", "mariadb") else sa.func.random()
         stmt = sa.select(*(rel.c[k] for k in self.spec.key)).select_from(rel)
-        rows = self.reader.fetch(stmt.order_by(rnd).limit(n), self._what(f"picking {n} rows"))
-        return self.implied(self.rows([tuple(r[k] for k in self.spec.key) for r in rows]))
+        rows = self.reader.fetch(stmt.order_by(rnd).limit(2 * n), self._what(f"picking {n} rows"))
+        implied = self.implied(self.rows([tuple(r[k] for k in self.spec.key) for r in rows]))
+        return dict(list(implied.items())[:n])
 
     def key_columns(self) -> list[tuple[str, str]] | None:
         """(API key field, shop column) when each API key field is a plain column (so a record
