@@ -59,6 +59,8 @@ def run_audit(cfg: Config, args: argparse.Namespace) -> int:
     else:
         print(format_text(results))
     unrepaired = any(
-        r.differences and (r.repair is None or r.repair.outcome != "ok") for r in results
+        r.differences
+        and (r.repair is None or r.repair.outcome != "ok" or r.repair.kept or r.repair.rejected)
+        for r in results
     )
     return 0 if all(r.ok for r in results) and not unrepaired else 1

@@ -191,3 +191,64 @@ def test_interrupted_audit_resumes_after_the_mappings_done(env: Env) -> None:
     with runtime(env) as rt:  # a finished run starts over
         third = audit_all(rt, ["customers"], opts)
     assert "interrupted" not in (third[0].message or "")
+
+
+def test_repair_keeps_ghosts_it_must_not_delete(env: Env) -> None:
+    sb = env.sandbox
+    assert env.cli("sync").code == 0
+    seen = len(sb.requests)  # the sync's own (soft) deletes are before
+    products = sb.records("products")
+    live = sorted(products)[0]
+    pid = live.split("|")[0]
+    # another language of a product the shop holds: deleting it would delete every language
+    sb.add("products", dict(products[live], lang="xx"))
+    res = env.cli("audit", "--repair", "--recheck-delay", "0s", "--mapping", "products")
+    assert res.code == 1, res.text
+    assert f"ghost: {pid}|xx" in res.out and "kept 1" in res.out
+    assert not [r for r in sb.requests[seen:] if r.path.endswith("/bulk-delete")]
+    assert live in sb.records("products")
+
+    # more ghosts than the share a repair may delete: nothing is deleted, and it says why
+    customers = sb.records("customers")
+    template = next(iter(customers.values()))
+    for i in range(len(customers) + 1):
+        sb.add("customers", dict(template, customer_id=f"x{i}"))
+    res = env.cli("audit", "--repair", "--recheck-delay", "0s", "--mapping", "customers")
+    assert res.code == 1, res.text
+    assert "repair refused" in res.out and "--max-delete-share 1" in res.out
+    assert not [r for r in sb.requests[seen:] if r.path.endswith("/bulk-delete")]
+    found = audit(env, "--mapping", "customers")["customers"]
+    assert found["ghost"]["count"] == len(customers) + 1
+
+
+def test_differences_gone_at_the_second_look_are_not_reported(env: Env) -> None:
+    sb = env.sandbox
+    sb.drop(0.2, seed=4)
+    assert env.cli("sync").code == 0
+    sb.drop(0.0)
+    late = sb.dropped("customers")
+    assert late
+    expected = env.expected("customers")
+    waits: list[float] = []
+
+    def queue_catches_up(seconds: float) -> bool:
+        """The injected wait before the second look: meanwhile the 'queue' stores the items."""
+        waits.append(seconds)
+        for key in late:
+            sb.add("customers", expected[key])
+        return False  # not stopping
+
+    with runtime(env) as rt:
+        assert rt.client is not None
+        share = AuditShare(rt.client.budget, 1.0)
+        opts = AuditOptions(recheck_delay=60.0)
+        res = audit_mapping(rt, "customers", opts, share, sleep=queue_catches_up)
+    assert len(waits) == 1 and 0 < waits[0] <= 60.0
+    assert res.missing == [] and res.settled == len(late)
+    with runtime(env) as rt:  # without the catch-up they are reported
+        assert rt.client is not None
+        for key in late:
+            sb.remove("customers", key)
+        share = AuditShare(rt.client.budget, 1.0)
+        res = audit_mapping(rt, "customers", opts, share, sleep=lambda s: False)
+    assert set(res.missing) == late and res.settled == 0
