@@ -5,11 +5,13 @@ Modules: :mod:`~connector.audit.readback` (ShopiMind's list and single reads, wi
 audit's share of the budget: :mod:`~connector.audit.share`), :mod:`~connector.audit.shopside`
 (the shop's rows, mapped), :mod:`~connector.audit.compare` (by the API's types),
 :mod:`~connector.audit.report` (results, status summary, warnings),
-:mod:`~connector.audit.repair` and :mod:`~connector.audit.run` (one mapping, a resumable run).
+:mod:`~connector.audit.repair`, :mod:`~connector.audit.run` (one mapping) and
+:mod:`~connector.audit.resume` (a resumable run over several).
 """
 
 from connector.audit.report import META, MappingAudit, Repair, format_text, load, log_result
-from connector.audit.run import AuditOptions, audit_all, audit_mapping, auditable
+from connector.audit.resume import audit_all
+from connector.audit.run import AuditOptions, audit_mapping, auditable
 from connector.audit.share import DEFAULT_SHARE, AuditShare
 
 __all__ = [

@@ -10,7 +10,8 @@ import sys
 
 from connector import lock, timeutil
 from connector.audit.report import format_text
-from connector.audit.run import AuditOptions, audit_all
+from connector.audit.resume import audit_all
+from connector.audit.run import AuditOptions
 from connector.config import Config
 from connector.errors import ConfigError
 from connector.progress import Progress

@@ -13,8 +13,7 @@
    what still differs is reported, with the differing fields, expected and actual.
 4. **Repair** (optional, :mod:`~connector.audit.repair`).
 
-A run saves each finished mapping's result in the state database (``meta`` ``audit:run``); an
-interrupted run started again with the same options skips the mappings already done.
+A run over several mappings, resumable, is in :mod:`connector.audit.resume`.
 """
 
 from __future__ import annotations
@@ -25,16 +24,22 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from connector.audit import report
-from connector.audit.compare import Item, api_key, compared_fields, differences, digest
+from connector.audit.compare import (
+    Item,
+    api_key,
+    compared_fields,
+    differences,
+    digest,
+    ignored_fields,
+)
 from connector.audit.readback import ReadBack
 from connector.audit.repair import repair
-from connector.audit.report import MappingAudit, Repair
+from connector.audit.report import MappingAudit
 from connector.audit.share import DEFAULT_SHARE, AuditShare
 from connector.audit.shopside import ShopSide
 from connector.errors import ConnectorError, FatalError
@@ -44,7 +49,6 @@ from connector.runtime import Runtime
 
 log = logging.getLogger("connector.audit")
 
-RUN_META = "audit:run"
 DEFAULT_RECHECK_DELAY = 30.0
 
 
@@ -122,7 +126,7 @@ class _Audit:
         return digest(self.resource, item, self.names)
 
     def _seen(self, records: Sequence[Item]) -> None:
-        self.ignored.update(k for r in records for k in r if k not in self.names)
+        self.ignored |= ignored_fields(records, self.names)
 
     # --- 1 and 2: gather, candidates -----------------------------------------------------------
 
@@ -271,7 +275,6 @@ class _Audit:
             missing, stale, ghost = self._sampled(n, total)
         else:
             self.progress.start(self.name, total, rate)
-            self.progress.update(self.name, 0)
             missing, stale, ghost = self._full(first)
             if n is not None:
                 res.message = f"listing all {total} record(s) costs fewer requests than {n} reads"
@@ -321,80 +324,3 @@ def audit_mapping(
         res.message = f"{exc}; nothing was repaired" if res.repair is None else str(exc)
         res.requests = audit.api.requests
         return res
-
-
-def audit_all(
-    rt: Runtime,
-    names: Sequence[str] | None,
-    opts: AuditOptions,
-    *,
-    share: AuditShare | None = None,
-    progress: ProgressLike | None = None,
-    sleep: Callable[[float], bool] | None = None,
-) -> list[MappingAudit]:
-    """Audit the runtime's mappings (or ``names``) in the API's order, each result saved; a run
-    interrupted before resumes where it stopped when started again with the same options."""
-    assert rt.client is not None, "the audit needs a runtime opened with the API client"
-    share = share or AuditShare(rt.client.budget, opts.share)
-    chosen = [m.name for m in rt.mappings if not names or m.name in names]
-    signature = opts.signature(chosen)
-    done = _resume(rt, signature)
-    out: list[MappingAudit] = []
-    for name in chosen:
-        if name in done:
-            res = _from_json(done[name])
-            res.message = ((res.message + "; ") if res.message else "") + "from the interrupted run"
-            out.append(res)
-            continue
-        if rt.stop.is_set():
-            break
-        res = audit_mapping(rt, name, opts, share, progress=progress, sleep=sleep)
-        report.log_result(res)
-        out.append(res)
-        if res.outcome == "interrupted":
-            break
-        done[name] = res.as_json()
-        with _saving():
-            if res.outcome not in ("skipped", "unsupported"):
-                report.save(rt.store, res)
-            rt.store.set_meta(RUN_META, json.dumps({"signature": signature, "done": done}))
-    if not rt.stop.is_set() and len(out) == len(chosen):
-        with _saving():
-            rt.store.set_meta(RUN_META, "")
-    return out
-
-
-@contextlib.contextmanager
-def _saving() -> Iterator[None]:
-    try:
-        yield
-    except ConnectorError as exc:
-        log.warning("cannot record the audit's progress: %s", exc)
-
-
-def _resume(rt: Runtime, signature: str) -> dict[str, dict[str, Any]]:
-    raw = rt.store.get_meta(RUN_META)
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or data.get("signature") != signature:
-        return {}
-    done = data.get("done")
-    return done if isinstance(done, dict) else {}
-
-
-def _from_json(data: dict[str, Any]) -> MappingAudit:
-    res = MappingAudit(str(data["mapping"]), str(data["resource"]))
-    res.outcome, res.mode = data["outcome"], data["mode"]
-    res.shop_rows, res.api_records = data["shop_rows"], data["api_records"]
-    res.missing = list(data["missing"]["keys"])
-    res.stale = dict(data["stale"]["fields"])
-    res.ghost = list(data["ghost"]["keys"])
-    res.ignored_fields = list(data["ignored_fields"])
-    res.settled, res.requests, res.message = data["settled"], data["requests"], data["message"]
-    if isinstance(data.get("repair"), dict):
-        res.repair = Repair(**data["repair"])
-    return res
