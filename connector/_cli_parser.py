@@ -111,6 +111,45 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0.5; 1 = no limit)",
     )
 
+    c = cmd(
+        "audit",
+        "read back what ShopiMind holds and report what differs from the shop's rows mapped "
+        "(missing, stale, ghost); --repair fixes it",
+    )
+    c.add_argument(
+        "--mapping", "-m", action="append", default=[], help="only this mapping (repeatable)"
+    )
+    how = c.add_mutually_exclusive_group()
+    how.add_argument(
+        "--sample", type=int, metavar="N", help="check N random keys per mapping (where cheaper)"
+    )
+    how.add_argument("--full", action="store_true", help="check every record (the default)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-send missing and stale records, delete ghosts (with the reconciliation's guards)",
+    )
+    c.add_argument(
+        "--max-delete-share",
+        type=float,
+        metavar="SHARE",
+        help="delete no ghost when more than this share of a mapping's records would go "
+        "(default sync.audit_max_delete_share, 0.5; 1 = no limit)",
+    )
+    c.add_argument(
+        "--share",
+        type=float,
+        metavar="SHARE",
+        help="share of the request budget the audit may use while live changes flow "
+        "(default sync.audit_share, 0.2; all of it when idle)",
+    )
+    c.add_argument(
+        "--recheck-delay",
+        metavar="DURATION",
+        help="wait this long before reading a difference again (default sync.audit_recheck_delay)",
+    )
+
     c = cmd("contact", "show ShopiMind's unified contact of an email or a shop customer id")
     who = c.add_mutually_exclusive_group(required=True)
     who.add_argument("--email", help="the contact's email (case-insensitive)")

@@ -185,9 +185,20 @@ class PhasesMixin:
 
     def retry_rejected(self, keys: Sequence[tuple[Any, ...]]) -> RunCounts:
         """Re-read rows by key and deliver them again (after a mapping fix); cursor untouched."""
+        return self._redeliver(keys, force=False)
+
+    def resend(self, keys: Sequence[tuple[Any, ...]]) -> RunCounts:
+        """Like ``retry_rejected``, but rows are sent even when ShopiMind last accepted the same
+        content (the audit's repair: ShopiMind lost or changed it)."""
+        return self._redeliver(keys, force=True)
+
+    def _redeliver(self, keys: Sequence[tuple[Any, ...]], *, force: bool) -> RunCounts:
         counts = RunCounts()
         spec = self.mapping.source
-        with drained(self._writer(counts, None, False)) as writer:
+        writer = self._writer(counts, None, False)
+        if force:
+            writer.forced = lambda u: True
+        with drained(writer):
             for i in range(0, len(keys), self.page_size):
                 chunk = list(keys[i : i + self.page_size])
                 stmt = q.rows_by_key_query(spec, spec.key, chunk)

@@ -1,6 +1,7 @@
 """The service's jobs: one pass job per mapping, spread over the poll interval
 (:class:`GridTrigger`), one reconciliation job per mapping that can delete, on its own interval,
-and the order of the first catch-up (a mapping waits for those earlier in the API's order).
+the sampled audit (``sync.audit_interval``, off by default), and the order of the first
+catch-up (a mapping waits for those earlier in the API's order).
 
 :class:`SchedulingMixin` is part of :class:`~connector.service.Service`.
 """
@@ -17,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from connector.errors import FatalError
+from connector.metrics import Metrics
 from connector.runtime import Runtime
 from connector.sync import PassResult
 
@@ -34,6 +36,7 @@ class SchedulingMixin:
     _lock: threading.Lock
     _busy: dict[str, threading.Lock]
     _sched: BackgroundScheduler | None
+    metrics: Metrics | None
 
     if TYPE_CHECKING:  # defined by Service
 
@@ -76,6 +79,42 @@ class SchedulingMixin:
         except Exception:
             log.exception("%s: unexpected error in a reconciliation; the next one retries", name)
 
+    def _audit_job(self) -> None:
+        """The sampled audit of every auditable mapping (sync.audit_interval); a mapping's pass
+        and a repair of it never run at the same time."""
+        from connector.audit import AuditOptions, AuditShare, audit_mapping, auditable, log_result
+        from connector.audit.report import save
+
+        s, client = self.rt.config.sync, self.rt.client
+        if client is None:
+            return
+        opts = AuditOptions(
+            sample=s.audit_sample,
+            repair=s.audit_repair,
+            recheck_delay=s.audit_recheck_delay,
+            max_delete_share=s.audit_max_delete_share,
+            share=s.audit_share,
+        )
+        share = AuditShare(client.budget, s.audit_share)
+        for m in self.rt.mappings:
+            if self.rt.stop.is_set():
+                return
+            if not m.enabled or auditable(m) is not None or m.name not in self.caught_up:
+                continue  # not before the mapping's first complete pass
+            try:
+                res = audit_mapping(self.rt, m.name, opts, share, guard=self._busy.__getitem__)
+                log_result(res)
+                if res.outcome != "interrupted":
+                    save(self.rt.store, res)
+                if self.metrics is not None:
+                    self.metrics.on_audit(res)
+            except FatalError as exc:
+                self.fatal = exc
+                log.error("%s; the service stops (exit code %d).", exc, exc.exit_code)
+                self.rt.stop.set()
+            except Exception:
+                log.exception("%s: unexpected error in an audit; the next one retries", m.name)
+
     def _reconcile_names(self) -> list[str]:
         return [
             m.name
@@ -100,8 +139,23 @@ class SchedulingMixin:
             executors={
                 "default": JobPool(max_workers=max(1, len(self.mappings))),
                 "reconcile": JobPool(max_workers=1),
+                "audit": JobPool(max_workers=1),
             },
         )
+        audit_every = self.rt.config.sync.audit_interval
+        if audit_every > 0:
+            sched.add_job(
+                self._audit_job,
+                "interval",
+                seconds=audit_every,
+                next_run_time=datetime.now(UTC) + timedelta(seconds=min(60.0, audit_every)),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                id="audit",
+                name="audit",
+                executor="audit",
+            )
         now = datetime.now(UTC)
         every = self.rt.config.sync.reconcile_interval
         if every > 0:

@@ -71,6 +71,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "db": _db,
         "contact": _contact,
         "reconcile": _reconcile,
+        "audit": _audit,
     }[args.command]
     return handler(cfg, args)
 
@@ -269,6 +270,12 @@ def _reconcile(cfg: Config, args: argparse.Namespace) -> int:
         results = reconcile_all(rt, dry_run=args.dry_run, max_delete_share=args.max_delete_share)
     print(format_results(results))
     return 0 if all(r.ok for r in results) else 1
+
+
+def _audit(cfg: Config, args: argparse.Namespace) -> int:
+    from connector.audit.cli import run_audit
+
+    return run_audit(cfg, args)
 
 
 def _contact(cfg: Config, args: argparse.Namespace) -> int:

@@ -96,6 +96,15 @@ class SyncConfig(_Strict):
     # per core but one, at most 4; 0: map in the connector's own process
     map_workers: int | None = Field(None, ge=0, le=64)
     reconcile_interval: Duration = 3600.0  # hard-delete reconciliation; 0 disables it
+    # the service's sampled audit (connector/audit): how often (0: off), keys per mapping,
+    # whether it repairs, its share of the request budget while live changes flow, how long it
+    # waits before looking at a difference again, and the share of records a repair may delete
+    audit_interval: Duration = 0.0
+    audit_sample: int = Field(1000, ge=1, le=1_000_000)
+    audit_repair: bool = False
+    audit_share: float = Field(0.2, gt=0.0, le=1.0)
+    audit_recheck_delay: Duration = 30.0
+    audit_max_delete_share: float = Field(0.5, ge=0.0, le=1.0)
     only: list[str] = Field(default_factory=list)
     # a pass without progress (no page read, no API answer) this long is hung: the service stops
     # pinging the systemd watchdog, which restarts it

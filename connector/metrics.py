@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from connector.audit.report import MappingAudit
 from connector.destination.client import RETRY_STATUSES
 from connector.sync import PassResult
 
@@ -99,6 +100,19 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.audit = {
+            kind: Gauge(
+                f"{NS}_audit_{kind}",
+                f"Records the last audit of each mapping found {what}",
+                ["mapping"],
+                registry=r,
+            )
+            for kind, what in (
+                ("missing", "missing on ShopiMind (the shop implies them)"),
+                ("stale", "stale on ShopiMind (fields differ from the shop's)"),
+                ("ghost", "on ShopiMind that the shop does not imply"),
+            )
+        }
         r.register(_Live(self))
         self._lock = threading.Lock()
         self._resources: dict[str, str] = {}
@@ -160,6 +174,14 @@ class Metrics:
             self.last_ok.labels(name).set(time.time())
             with self._lock:
                 self._caught_up[name] = started_epoch - lag
+
+    def on_audit(self, res: MappingAudit) -> None:
+        """An audit of a mapping ended: its figures replace the previous ones."""
+        if res.outcome != "ok":  # a failed or interrupted audit has not looked twice
+            return
+        self.audit["missing"].labels(res.mapping).set(len(res.missing))
+        self.audit["stale"].labels(res.mapping).set(len(res.stale))
+        self.audit["ghost"].labels(res.mapping).set(len(res.ghost))
 
     # --- live values -----------------------------------------------------------------------------
 

@@ -43,16 +43,20 @@ from connector._registry_fields import (
     Resource,
     check_item,
 )
+from connector._registry_reads import LIST_LIMIT, READ_ROUTES, ReadRoutes
 from connector._registry_resources import RESOURCES
 
 __all__ = [
+    "LIST_LIMIT",
     "LIST_TYPES",
+    "READ_ROUTES",
     "RESOURCES",
     "SCALAR_TYPES",
     "Field",
     "FieldError",
     "FieldType",
     "ItemCheck",
+    "ReadRoutes",
     "Resource",
     "check_item",
     "field_at",

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connector import timeutil
+from connector.audit import report as audit_report
 from connector.config import Config
 from connector.errors import ConnectorError
 from connector.mapping import Mapping, load_mappings
@@ -38,6 +39,7 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
     with load_state(cfg) as store:
         statuses = {s.mapping: s for s in store.status([m.name for m in mappings])}
         reconciled = {m.name: parse_meta(store.get_meta(META.format(m.name))) for m in mappings}
+        audited = {m.name: audit_report.load(store, m.name) for m in mappings}
     behind: dict[str, int | str] = {}
     try:
         with ShopReader(cfg.source_url(), connect_timeout=cfg.source.connect_timeout) as reader:
@@ -74,6 +76,7 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
                 "known_deleted": st.known_deleted if st else 0,
                 "known_pending": st.known_pending if st else 0,
                 "last_reconcile": _reconcile_summary(reconciled.get(m.name)),
+                **_audit_summary(audited.get(m.name)),
             }
         )
     return out
@@ -112,6 +115,17 @@ def _reconcile_summary(meta: tuple[datetime, dict[str, Any]] | None) -> dict[str
     return {"at": at, **{k: data.get(k) for k in ("outcome", "deleted", "pending", "message")}}
 
 
+def _audit_summary(meta: tuple[datetime, dict[str, Any]] | None) -> dict[str, Any]:
+    """``audit_missing`` / ``audit_stale`` / ``audit_ghost`` of the last audit (None: never),
+    and ``last_audit``: when, how, and a few of the keys."""
+    if meta is None:
+        return {"audit_missing": None, "audit_stale": None, "audit_ghost": None, "last_audit": None}
+    at, data = meta
+    out = {f"audit_{k}": data.get(k) for k in ("missing", "stale", "ghost")}
+    keep = ("outcome", "mode", "examples", "message", "repaired")
+    return {**out, "last_audit": {"at": at, **{k: data.get(k) for k in keep}}}
+
+
 def format_status(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'mapping':<24} {'cursor (UTC)':<25} {'last run':<22} {'behind':>8} "
@@ -132,6 +146,15 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         )
         if last and last["outcome"] == "failed" and last["message"]:
             lines.append(f"    last error: {last['message']}")
+        audit = r.get("last_audit")
+        if audit is not None:
+            text = (
+                f"    last audit ({audit['mode']}, {_age(audit['at'])}): {audit['outcome']} "
+                f"missing={r['audit_missing']} stale={r['audit_stale']} ghost={r['audit_ghost']}"
+            )
+            if audit.get("examples"):
+                text += " e.g. " + ", ".join(audit["examples"])
+            lines.append(text)
         rec = r.get("last_reconcile")
         if rec and rec["outcome"] not in ("ok", "skipped") and rec.get("message"):
             lines.append(f"    last reconcile ({rec['outcome']}): {rec['message']}")

@@ -359,6 +359,12 @@ class MappingSync(PagesMixin, PhasesMixin):
         units = self._translated(lambda: transform_page(self.compiled, rows, kids, recent))
         writer.write(units, rows)
 
+    def map_rows(self, rows: Sequence[dict[str, Any]]) -> list[Unit]:
+        """Map rows exactly as a pass would (their child rows read); nothing is sent. The
+        audit compares ShopiMind's records with these."""
+        kids = self._translated(lambda: self._children(rows))
+        return self._translated(lambda: transform_page(self.compiled, rows, kids))
+
     def _forced(self, u: Unit) -> bool:
         """Within a range that ``reset`` asked to re-send regardless of content."""
         if self._force_until is None or u.position is None:

@@ -40,6 +40,7 @@ class Budget:
         self._last = clock()  # tokens are counted up to here; in the future while paused
         self._lock = threading.Lock()
         self.waited = 0.0  # total seconds callers spent waiting (metrics)
+        self.taken = 0  # tokens reserved so far (the audit's share sees live traffic by it)
 
     def _refill(self, now: float) -> None:
         if now > self._last:
@@ -52,6 +53,7 @@ class Budget:
             now = self._clock()
             self._refill(now)
             self._tokens -= 1.0
+            self.taken += 1
             wait = self._last - now  # > 0 only while paused
             if self._tokens < 0:
                 wait += -self._tokens / self.rate

@@ -17,10 +17,16 @@ What it imitates (rules from ``/work/shared/shopimind-api.md`` and ``connector.r
   resource's batch limit; each item is validated with ``registry.check_item``; the answer is
   ``{"statusCode", "sent_count", "rejected_count", "rejected_items": [{"index", "item",
   "errors"}]}`` — 200, or 400 when every item is invalid.
+* The documented read routes (``registry.READ_ROUTES``): ``GET`` list routes answer the list
+  envelope (``data`` + ``meta.pagination``) with ``limit`` (default 10, above 100 falls back to
+  10) and ``offset``, in creation order; single reads (customers, orders by id) answer
+  ``{"statusCode", "data"}`` or 404. Records carry ShopiMind's own ``id`` besides what was sent.
 * ``GET /v1/contacts?id_customer_shop=...`` or ``?contact_data_email=...``: a contact derived
   from the stored customers.
 * Control routes without key or rate limit: ``GET /_sandbox/records/{resource}``,
   ``/_sandbox/deleted/{resource}``, ``/_sandbox/requests``, ``/_sandbox/stats``;
+  ``/_sandbox/dropped/{resource}``; ``POST /_sandbox/drop`` (``{"share": 0.2, "seed": 1}``:
+  accept that share of upserted items without storing them, as a queue losing them would);
   ``POST /_sandbox/faults`` (``{"status": 503, "count": 2}``, ``{"delay": 0.3}``,
   ``{"clear": true}``) and ``POST /_sandbox/reset``.
 

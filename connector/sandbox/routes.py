@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -242,6 +243,64 @@ def contact(req: Request) -> Reply:
     return Reply(200, {"statusCode": 200, "data": data})
 
 
+def _int_param(req: Request, name: str, default: int) -> int:
+    values = req.query.get(name)
+    if not values:
+        return default
+    try:
+        value = int(values[0])
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {values[0]!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
+
+def list_records(req: Request) -> Reply:
+    """GET on a resource's list route: ``limit`` (default 10; above 100 falls back to 10, as
+    observed on the API) records after ``offset`` in creation order, in the list envelope."""
+    assert req.resource is not None
+    try:
+        limit = _int_param(req, "limit", 10)
+        offset = _int_param(req, "offset", 0)
+    except ValueError as exc:
+        return error(400, str(exc))
+    if limit == 0 or limit > 100:
+        limit = 10
+    data, total = req.ctx.store.page(req.resource.name, offset, limit)
+    pages = -(-total // limit)
+    current = offset // limit + 1
+    more = offset + len(data) < total
+    pagination = {
+        "total_items": total,
+        "items_per_page": limit,
+        "total_pages": pages,
+        "current_page": current,
+        "offset": offset,
+        "has_previous_page": offset > 0,
+        "has_next_page": more,
+        "next_page": current + 1 if more else None,
+        "previous_page": current - 1 if offset > 0 else None,
+    }
+    meta = {"pagination": pagination, "generated_at": iso_now()}
+    return Reply(200, {"statusCode": 200, "data": data, "meta": meta})
+
+
+def get_record(req: Request) -> Reply:
+    """GET on a resource's single-read route: the record whose key is in the path, or 404."""
+    r = req.resource
+    assert r is not None
+    found = req.ctx.store.find(r, "|".join(req.params.get(k, "") for k in r.key))
+    if found is None:
+        return Reply(404, {"statusCode": 404, "message": f"{r.name} record not found"})
+    return Reply(200, {"statusCode": 200, "data": found})
+
+
+def iso_now() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
 def _api_routes() -> list[Route]:
     routes: list[Route] = []
     for r in registry.RESOURCES.values():
@@ -251,6 +310,11 @@ def _api_routes() -> list[Route]:
         routes.append(Route("PUT", r.path, update, r))
         if r.delete_path is not None and r.delete_body_key is not None:
             routes.append(Route("POST", r.delete_path, bulk_delete, r))
+    for name, read in registry.READ_ROUTES.items():
+        r = registry.RESOURCES[name]
+        routes.append(Route("GET", read.list_path, list_records, r))
+        if read.get_path is not None:
+            routes.append(Route("GET", read.get_path, get_record, r))
     routes.append(Route("GET", "/v1/contacts", contact, resource_label="contacts"))
     routes += _custom_routes()
     return routes
@@ -364,6 +428,28 @@ def ctl_faults(req: Request) -> Reply:
     return Reply(200, {"ok": True})
 
 
+def ctl_drop(req: Request) -> Reply:
+    """``{"share": 0.2, "seed": 1}``: accept that share of upserted items without storing them."""
+    body = req.json
+    if not isinstance(body, dict):
+        return error(400, "body must be a JSON object")
+    share, seed = body.get("share"), body.get("seed", 0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)):
+        return error(400, "share must be a number between 0 and 1")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return error(400, "seed must be an integer")
+    try:
+        req.ctx.store.drop(float(share), seed)
+    except ValueError as exc:
+        return error(400, str(exc))
+    return Reply(200, {"ok": True})
+
+
+def ctl_dropped(req: Request) -> Reply:
+    r = _known(req.params["resource"])
+    return r if isinstance(r, Reply) else Reply(200, sorted(req.ctx.store.dropped(r.name)))
+
+
 def ctl_reset(req: Request) -> Reply:
     req.ctx.reset()
     return Reply(200, {"ok": True})
@@ -372,6 +458,8 @@ def ctl_reset(req: Request) -> Reply:
 CONTROL_ROUTES: list[Route] = [
     Route("GET", "/_sandbox/records/{resource}", ctl_records),
     Route("GET", "/_sandbox/deleted/{resource}", ctl_deleted),
+    Route("GET", "/_sandbox/dropped/{resource}", ctl_dropped),
+    Route("POST", "/_sandbox/drop", ctl_drop),
     Route("GET", "/_sandbox/requests", ctl_requests),
     Route("GET", "/_sandbox/stats", ctl_stats),
     Route("POST", "/_sandbox/faults", ctl_faults),

@@ -377,6 +377,30 @@ class Sandbox:
         _check_name(resource_name)
         self.context.store.refuse(resource_name, keys)
 
+    def drop(self, share: float, seed: int = 0) -> None:
+        """From now on, accept ``share`` of the valid upserted items without storing them (the
+        API's queue losing them silently); ``dropped`` names the keys lost."""
+        self.context.store.drop(share, seed)
+
+    def dropped(self, resource_name: str) -> set[str]:
+        _check_name(resource_name)
+        return self.context.store.dropped(resource_name)
+
+    def edit(self, resource_name: str, key: str, **changes: object) -> None:
+        """Change fields of a stored record, as someone editing it in ShopiMind would."""
+        _check_name(resource_name)
+        self.context.store.edit(registry.RESOURCES[resource_name], key, changes)
+
+    def remove(self, resource_name: str, key: str) -> None:
+        """Delete a stored record without a request (someone deleting it in ShopiMind)."""
+        _check_name(resource_name)
+        self.context.store.remove(registry.RESOURCES[resource_name], key)
+
+    def add(self, resource_name: str, item: dict[str, object]) -> str:
+        """Store a record the connector never sent; returns its key text."""
+        _check_name(resource_name)
+        return self.context.store.add(registry.RESOURCES[resource_name], item)
+
     def reset(self) -> None:
         """Forget records, deletions, the request log, faults and rate-limit windows."""
         self.context.reset()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import threading
 import time
 from collections import deque
@@ -210,10 +211,70 @@ class Store:
         # resource → key text → message: items the "server" refuses for reasons the connector
         # cannot check itself (an unknown product_id, a server-side rule)
         self._refuse: dict[str, dict[str, str]] = {}
+        # silent drops (an accepted item the "queue" loses): share of items, its random source,
+        # and the keys lost so far per resource
+        self._drop_share = 0.0
+        self._drop_rng = random.Random(0)
+        self._dropped: dict[str, set[str]] = {}
+        self._rowids: dict[str, dict[str, int]] = {}  # resource → key text → ShopiMind's own id
 
     def refuse(self, name: str, keys: dict[str, str]) -> None:
         with self._lock:
             self._refuse.setdefault(name, {}).update(keys)
+
+    def drop(self, share: float, seed: int = 0) -> None:
+        """From now on, answer ``share`` (0..1) of the valid upserted items as accepted without
+        storing them (the asynchronous queue losing them); ``dropped`` names them."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError("the drop share must be between 0 and 1")
+        with self._lock:
+            self._drop_share, self._drop_rng = share, random.Random(seed)
+
+    def dropped(self, name: str) -> set[str]:
+        with self._lock:
+            return set(self._dropped.get(name, set()))
+
+    def edit(self, resource: Resource, key: str, changes: Mapping[str, object]) -> None:
+        """Change fields of a stored record behind the connector's back (KeyError if unknown)."""
+        with self._lock:
+            item = self._records.get(resource.name, {})[key]
+            old = dict(item)
+            item.update(json_copy(dict(changes)))
+            self._index(resource, key, old, item)
+
+    def remove(self, resource: Resource, key: str) -> None:
+        """Delete a stored record behind the connector's back (KeyError if unknown)."""
+        with self._lock:
+            item = self._records.get(resource.name, {}).pop(key)
+            self._unindex(resource, key, item)
+
+    def add(self, resource: Resource, item: Mapping[str, object]) -> str:
+        """Store a record the connector never sent (not validated); returns its key text."""
+        with self._lock:
+            key = key_text(resource, item)
+            table = self._records.setdefault(resource.name, {})
+            old = table.get(key)
+            table[key] = json_copy(dict(item))
+            self._index(resource, key, old, table[key])
+            return key
+
+    def page(self, name: str, offset: int, limit: int) -> tuple[list[JSONObject], int]:
+        """Stored records in creation order, as the read routes show them (with ShopiMind's own
+        ``id``): ``limit`` of them after ``offset``, and how many there are."""
+        with self._lock:
+            table = self._records.get(name, {})
+            keys = list(table)[offset : offset + limit]
+            return [self._read_model(name, k, table[k]) for k in keys], len(table)
+
+    def find(self, resource: Resource, key: str) -> JSONObject | None:
+        with self._lock:
+            item = self._records.get(resource.name, {}).get(key)
+            return None if item is None else self._read_model(resource.name, key, item)
+
+    def _read_model(self, name: str, key: str, item: JSONObject) -> JSONObject:
+        ids = self._rowids.setdefault(name, {})
+        rowid = ids.setdefault(key, len(ids) + 1)
+        return {"id": rowid, **json_copy(item)}
 
     def clear_refusals(self) -> None:
         with self._lock:
@@ -270,6 +331,9 @@ class Store:
             self._deleted.clear()
             self._requests.clear()
             self._sends.clear()
+            self._dropped.clear()
+            self._rowids.clear()
+            self._drop_share = 0.0
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -288,6 +352,11 @@ class Store:
                     result.rejected.append(Rejected(i, item, errors))
                     continue
                 key = key_text(resource, item)
+                if self._drop_share and self._drop_rng.random() < self._drop_share:
+                    self._dropped.setdefault(resource.name, set()).add(key)
+                    result.sent += 1  # accepted, then lost by the queue
+                    continue
+                self._dropped.get(resource.name, set()).discard(key)
                 old = table.get(key)
                 table[key] = json_copy(item)
                 self._index(resource, key, old, item)
