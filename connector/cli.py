@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from connector import logsetup
-from connector._cli_parser import build_parser
+from connector._cli_parser import parse_args
 from connector.config import Config, load_config
 from connector.errors import ConfigError, ConnectorError, FatalError, MappingError
 from connector.mapping import load_mappings
@@ -27,7 +27,7 @@ log = logging.getLogger("connector")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logsetup.setup(args.log_level, args.log_format)
     try:
         return _dispatch(args)
@@ -51,6 +51,8 @@ def _error(message: str) -> None:
 def _config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config)
     logsetup.REDACT.add(cfg.secret_values())
+    for warning in cfg.warnings():
+        log.warning("%s", warning)
     return cfg
 
 

@@ -7,6 +7,7 @@
     │   ├── ConfigError            config file invalid or unreadable              → exit 2
     │   ├── MappingError           mapping files invalid (carries every problem)  → exit 2
     │   ├── StateSchemaError       state database behind/ahead of this version   → exit 2
+    │   ├── StateFileError         state database unreadable, damaged, half made  → exit 2
     │   ├── AuthError              401/403: API key missing, invalid, not allowed → exit 1
     │   └── LockedError            another instance holds the state database     → exit 1
     ├── RetriableError             stop this mapping's pass; the next pass retries; cursor kept
@@ -69,6 +70,13 @@ class MappingError(FatalError):
 
 
 class StateSchemaError(FatalError):
+    exit_code = 2
+
+
+class StateFileError(FatalError):
+    """The state database cannot be used as it is (unreadable, not a database, half created):
+    restarting would not help, a person must repair or replace it."""
+
     exit_code = 2
 
 

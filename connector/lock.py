@@ -27,7 +27,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connector.errors import LockedError, StateError
+from connector.drivers import require_driver
+from connector.errors import LockedError, StateError, StateFileError
+from connector.files import make_private_dir, user_name
 
 META_NAME = "instance_lock"
 LOCK_NAME = "shopimind-connector"
@@ -96,12 +98,13 @@ class FileLock(InstanceLock):
 
     def acquire(self) -> FileLock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StateError(
+            raise StateFileError(
                 f"state database {self.where}: cannot open the lock file {self.path}: "
-                f"{exc.strerror}"
+                f"{exc.strerror} (the user running the connector, {user_name()}, needs read "
+                f"and write access to the folder {self.path.parent})"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -265,5 +268,6 @@ def acquire(state_url: str | sa.URL, command: str) -> InstanceLock:
             return NoLock(where, command)
         return FileLock(Path(db + ".lock"), where, command).acquire()
     if backend in ("postgresql", "mysql", "mariadb"):
+        require_driver(url, "state database")
         return ServerLock(url, where, command).acquire()
     raise StateError(f"state database {where}: no instance lock for the {backend} dialect")

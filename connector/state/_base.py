@@ -15,7 +15,9 @@ from typing import Any, Self
 
 import sqlalchemy as sa
 
-from connector.errors import StateError
+from connector.drivers import require_driver
+from connector.errors import StateError, StateFileError
+from connector.files import create_private_file, make_private_dir, user_name
 
 _TIMEOUT_DRIVERS = {"psycopg", "psycopg2", "pymysql", "mysqldb"}
 
@@ -32,6 +34,7 @@ class StoreBase:
                 "state database: the URL is not valid (e.g. sqlite:///var/lib/connector/state.db)"
             ) from exc
         self._display = self._url.render_as_string(hide_password=True)
+        require_driver(self._url, "state database")
         backend = self._url.get_backend_name()
         options: dict[str, Any] = {}
         if backend == "sqlite":
@@ -62,11 +65,13 @@ class StoreBase:
             return
         parent = Path(db).parent
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(parent)
+            create_private_file(Path(db))  # SQLite gives its -wal and -shm files the same mode
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise StateError(
-                f"state database {self._display}: cannot create directory {parent}: {reason}"
+            raise StateFileError(
+                f"state database {self._display}: cannot create {db} or its folder: {reason} "
+                f"(the user running the connector is {user_name()})"
             ) from exc
 
     def _cause(self, exc: BaseException) -> str:
@@ -77,8 +82,33 @@ class StoreBase:
             text = text.replace(str(self._url.password), "***")
         return text[:500]
 
-    def _error(self, exc: BaseException) -> StateError:
+    def _error(self, exc: BaseException) -> StateError | StateFileError:
+        unusable = self._unusable_file(exc)
+        if unusable is not None:
+            return unusable
         return StateError(f"state database {self._display}: {self._cause(exc)}")
+
+    def _unusable_file(self, exc: BaseException) -> StateFileError | None:
+        """An SQLite file that cannot be opened, read or written, or is no database at all:
+        retrying cannot help (a restart loop under systemd), so it is a StateFileError."""
+        if self._url.get_backend_name() != "sqlite":
+            return None
+        text = str(getattr(exc, "orig", None) or exc).strip().lower()
+        path = self._url.database or ""
+        if "file is not a database" in text or "malformed" in text:
+            return StateFileError(
+                f"state database {path} is damaged or is not a connector state database "
+                f"({text}): restore it from a backup, or move it aside and run "
+                "`shopimind-connector db upgrade` to start an empty one (every mapping then "
+                "sends all its rows again)"
+            )
+        if "unable to open database file" in text or "readonly database" in text:
+            return StateFileError(
+                f"state database {path} cannot be opened for reading and writing ({text}): "
+                f"the user running the connector ({user_name()}) needs read and write access to "
+                f"the file and to its folder {Path(path).parent}"
+            )
+        return None
 
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:

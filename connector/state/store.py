@@ -11,17 +11,21 @@ Keys longer than 255 characters are stored under a hash (see :mod:`connector.sta
 
 from __future__ import annotations
 
+import logging
 import shlex
 
+import sqlalchemy as sa
 from alembic.util import CommandError
 
-from connector.errors import StateSchemaError
+from connector.errors import StateFileError, StateSchemaError
 from connector.state import migrate
 from connector.state._cursors import CursorsMixin, PassState
 from connector.state._records import CHUNK, RecordsMixin
 from connector.state._runs import RunsMixin
 
 __all__ = ["CHUNK", "PassState", "StateStore"]
+
+log = logging.getLogger("connector")
 
 
 class StateStore(CursorsMixin, RecordsMixin, RunsMixin):
@@ -48,10 +52,36 @@ class StateStore(CursorsMixin, RecordsMixin, RunsMixin):
             before = migrate.current_revision(conn)
             if before is not None and not migrate.known_revision(before):
                 raise self._ahead(before)
+            if before is None:
+                self._adopt_unversioned(conn)
             try:
-                return migrate.upgrade_connection(conn)
+                after = migrate.upgrade_connection(conn)[1]
+                return before, after
             except CommandError as exc:
                 raise StateSchemaError(f"state database {self._display}: {exc}") from exc
+
+    def _adopt_unversioned(self, conn: sa.Connection) -> None:
+        """Tables without a schema version (an interrupted first upgrade, a version table
+        dropped by hand): recorded as the newest revision when they match it; else no guess."""
+        present, missing = migrate.unversioned_schema(conn)
+        if not present:
+            return
+        head = self.head_revision()
+        if missing:
+            raise StateFileError(
+                f"state database {self._display} holds connector tables ({', '.join(present)}) "
+                f"but no schema version, and they do not match revision {head} (missing: "
+                f"{', '.join(missing[:10])}): it was left half-created. If it holds nothing you "
+                "need, drop those tables (for SQLite: delete the file) and run `shopimind-"
+                "connector db upgrade` again; otherwise restore it from a backup"
+            )
+        migrate.stamp_head(conn)
+        log.warning(
+            "state database %s had the connector's tables but no schema version; they match "
+            "revision %s, which is now recorded",
+            self._display,
+            head,
+        )
 
     def _ahead(self, revision: str) -> StateSchemaError:
         return StateSchemaError(
