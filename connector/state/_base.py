@@ -69,6 +69,8 @@ class StoreBase:
             create_private_file(Path(db))  # SQLite gives its -wal and -shm files the same mode
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
+            if isinstance(exc, FileExistsError | NotADirectoryError):
+                reason = "a file stands where a folder is needed"
             raise StateFileError(
                 f"state database {self._display}: cannot create {db} or its folder: {reason} "
                 f"(the user running the connector is {user_name()})"
