@@ -105,7 +105,15 @@ class StateStore(CursorsMixin, RecordsMixin, RunsMixin):
         command = "shopimind-connector db upgrade"
         if hint:
             command += " " + (hint if hint.startswith("-") else f"--config {shlex.quote(hint)}")
-        where = "has no connector schema yet" if current is None else f"is at revision {current}"
+        where = f"is at revision {current}"
+        if current is None:
+            with self._read() as conn:
+                present = migrate.unversioned_schema(conn)[0]
+            where = (
+                "has no connector schema yet"
+                if not present
+                else "holds the connector's tables but no schema version (an interrupted upgrade?)"
+            )
         raise StateSchemaError(
             f"state database {self._display} {where}; this version needs revision {head}: "
             f"run `{command}`"
