@@ -1,7 +1,8 @@
 """``check``'s index warnings: every cursor a pass filters on should lead an index.
 
-A pass reads ``WHERE cursor >= …`` on the mapping's source and on each child collection or
-``[changes]`` table that has a cursor of its own; without an index starting with that column,
+A pass reads ``WHERE cursor >= …`` on the mapping's source (rows without a cursor value in the
+order of its ``cursor_fallback``) and on each child collection or ``[changes]`` table that has a
+cursor of its own; without an index starting with that column,
 every pass scans the whole table. For a table the schema answers; a query's columns carry no
 index information, so ``check`` says plainly that it cannot tell.
 """
@@ -18,6 +19,8 @@ def cursor_index_problems(insp: sa.Inspector, mapping: Mapping) -> list[Problem]
     """One warning per cursor of ``mapping`` that no index starts with (or may not)."""
     src = mapping.source
     cursors = [("source.cursor", src.table, src.cursor)]
+    if src.cursor_fallback:  # rows without a cursor are read in the fallback's order
+        cursors.append(("source.cursor_fallback", src.table, src.cursor_fallback))
     cursors += [
         (f"{child.path}.cursor", child.table, child.cursor)
         for child in [*mapping.children.values(), *mapping.changes.values()]
@@ -51,7 +54,7 @@ def _table_message(insp: sa.Inspector, table: str, column: str) -> str | None:
 
 def _query_message(column: str) -> str:
     return (
-        f"cannot tell whether the cursor {column!r} of this query is indexed (a query's "
+        f"cannot tell whether the column {column!r} of this query is indexed (a query's "
         "columns carry no index information): make sure an index starts with the table column "
         f"{column!r} comes from, or every pass will scan the whole table"
     )

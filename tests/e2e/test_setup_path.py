@@ -258,6 +258,10 @@ def test_check_warns_for_every_cursor_without_an_index(shop_env: Env) -> None:
         '[changes.notes]\ntable = "customer_notes"\nparent_key = { customer_id = "id" }\n'
         'cursor = "updated_at"\n',
     )
+    # rows without updated_at are read in the order of the fallback: it needs an index too
+    customers = customers.replace(
+        'cursor_fallback = "created_at"', 'cursor_fallback = "birth_date"'
+    )
     (env.mappings / "customers.toml").write_text(customers)
     res = run(["check", "--config", str(env.config)], env.tmp)
     assert res.code == 0, res.text
@@ -266,13 +270,15 @@ def test_check_warns_for_every_cursor_without_an_index(shop_env: Env) -> None:
     assert where == [
         "customers.toml: changes.notes.cursor",
         "customers.toml: children.group_ids.cursor",
+        "customers.toml: source.cursor_fallback",
         "products.toml: source.cursor",
     ], res.err
     by_place = {line.split(": warning:")[0].rsplit(": ", 1)[1]: line for line in warnings}
     assert "no index starts with 'updated_at' on customer_notes" in by_place["changes.notes.cursor"]
     assert "customer_group_links" in by_place["children.group_ids.cursor"]
+    assert "no index starts with 'birth_date' on customers" in by_place["source.cursor_fallback"]
     assert "cannot tell" in by_place["source.cursor"]
-    assert "(3 warning(s))" in res.out
+    assert "(4 warning(s))" in res.out
 
 
 # -- 6. private files, warnings for exposed secrets ----------------------------------------------
