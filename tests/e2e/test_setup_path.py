@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -293,13 +294,32 @@ def test_state_files_are_private_whatever_the_umask(shop_env: Env) -> None:
     env.use_mappings(["customers"])
     state = env.tmp / "private" / "state.sqlite"
     env.write_config(state={"url": f"sqlite:///{state}"})
-    for args in (["db", "upgrade"], ["sync"]):
-        res = run([*args, "--config", str(env.config)], env.tmp, umask=0)
-        assert res.code == 0, res.text
-    made = [state, state.parent / "state.sqlite.lock"]
-    made += [p for p in state.parent.iterdir() if p.name.endswith(("-wal", "-shm"))]
-    assert {p.name: mode(p) for p in made} == {p.name: 0o600 for p in made}
-    assert mode(state.parent) == 0o700
+    res = run(["db", "upgrade", "--config", str(env.config)], env.tmp, umask=0)
+    assert res.code == 0, res.text
+    assert (mode(state), mode(state.parent)) == (0o600, 0o700)
+    # the service, started with umask 0: its lock and SQLite's -wal/-shm files while it runs
+    files = [state.parent / f"state.sqlite{suffix}" for suffix in (".lock", "-wal", "-shm")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "run", "--config", str(env.config)],
+        cwd=env.tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        umask=0,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not all(f.exists() for f in files) and time.monotonic() < deadline:
+            assert proc.poll() is None, f"run ended with {proc.returncode}"
+            time.sleep(0.05)
+        assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+        assert mode(state) == 0o600
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def test_world_readable_secret_file_and_plain_http_are_warned(tmp_path: Path) -> None:
