@@ -43,7 +43,10 @@ def create_private_file(path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
     except FileExistsError:
         return
-    os.close(fd)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # exactly 0600, even under an umask that takes more away
+    finally:
+        os.close(fd)
 
 
 def world_readable(path: Path) -> bool:

@@ -2,9 +2,9 @@
 
 A pass reads ``WHERE cursor >= …`` on the mapping's source (rows without a cursor value in the
 order of its ``cursor_fallback``) and on each child collection or ``[changes]`` table that has a
-cursor of its own; without an index starting with that column,
-every pass scans the whole table. For a table the schema answers; a query's columns carry no
-index information, so ``check`` says plainly that it cannot tell.
+cursor of its own; without an index starting with that column, every pass scans the whole table.
+For a table the schema answers; a query's columns carry no index information, so ``check`` says
+plainly that it cannot tell.
 """
 
 from __future__ import annotations
