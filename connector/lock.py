@@ -28,8 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from connector.drivers import require_driver
-from connector.errors import LockedError, StateError, StateFileError
+from connector.errors import LockedError, StateError, StateUnusableError
 from connector.files import make_private_dir, user_name
+from connector.state.unusable import unusable
 
 META_NAME = "instance_lock"
 LOCK_NAME = "shopimind-connector"
@@ -101,7 +102,7 @@ class FileLock(InstanceLock):
             make_private_dir(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StateFileError(
+            raise StateUnusableError(
                 f"state database {self.where}: cannot open the lock file {self.path}: "
                 f"{exc.strerror} (the user running the connector, {user_name()}, needs read "
                 f"and write access to the folder {self.path.parent})"
@@ -249,7 +250,10 @@ class ServerLock(InstanceLock):
             return None
         return data if isinstance(data, dict) else None
 
-    def _error(self, what: str, exc: BaseException) -> StateError:
+    def _error(self, what: str, exc: BaseException) -> StateError | StateUnusableError:
+        refused = unusable(self.url, exc)
+        if refused is not None:
+            return refused
         source = getattr(exc, "orig", None) or exc
         first = (str(source).strip().splitlines() or [""])[0]
         if self.url.password:

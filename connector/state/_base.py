@@ -16,8 +16,9 @@ from typing import Any, Self
 import sqlalchemy as sa
 
 from connector.drivers import require_driver
-from connector.errors import StateError, StateFileError
+from connector.errors import StateError, StateUnusableError
 from connector.files import create_private_file, make_private_dir, user_name
+from connector.state.unusable import unusable
 
 _TIMEOUT_DRIVERS = {"psycopg", "psycopg2", "pymysql", "mysqldb"}
 
@@ -71,7 +72,7 @@ class StoreBase:
             reason = exc.strerror or type(exc).__name__
             if isinstance(exc, FileExistsError | NotADirectoryError):
                 reason = "a file stands where a folder is needed"
-            raise StateFileError(
+            raise StateUnusableError(
                 f"state database {self._display}: cannot create {db} or its folder: {reason} "
                 f"(the user running the connector is {user_name()})"
             ) from exc
@@ -84,33 +85,10 @@ class StoreBase:
             text = text.replace(str(self._url.password), "***")
         return text[:500]
 
-    def _error(self, exc: BaseException) -> StateError | StateFileError:
-        unusable = self._unusable_file(exc)
-        if unusable is not None:
-            return unusable
-        return StateError(f"state database {self._display}: {self._cause(exc)}")
-
-    def _unusable_file(self, exc: BaseException) -> StateFileError | None:
-        """An SQLite file that cannot be opened, read or written, or is no database at all:
-        retrying cannot help (a restart loop under systemd), so it is a StateFileError."""
-        if self._url.get_backend_name() != "sqlite":
-            return None
-        text = str(getattr(exc, "orig", None) or exc).strip().lower()
-        path = self._url.database or ""
-        if "file is not a database" in text or "malformed" in text:
-            return StateFileError(
-                f"state database {path} is damaged or is not a connector state database "
-                f"({text}): restore it from a backup, or move it aside and run "
-                "`shopimind-connector db upgrade` to start an empty one (every mapping then "
-                "sends all its rows again)"
-            )
-        if "unable to open database file" in text or "readonly database" in text:
-            return StateFileError(
-                f"state database {path} cannot be opened for reading and writing ({text}): "
-                f"the user running the connector ({user_name()}) needs read and write access to "
-                f"the file and to its folder {Path(path).parent}"
-            )
-        return None
+    def _error(self, exc: BaseException) -> StateError | StateUnusableError:
+        return unusable(self._url, exc) or StateError(
+            f"state database {self._display}: {self._cause(exc)}"
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:

@@ -17,7 +17,7 @@ import shlex
 import sqlalchemy as sa
 from alembic.util import CommandError
 
-from connector.errors import StateFileError, StateSchemaError
+from connector.errors import StateSchemaError, StateUnusableError
 from connector.state import migrate
 from connector.state._cursors import CursorsMixin, PassState
 from connector.state._records import CHUNK, RecordsMixin
@@ -68,7 +68,7 @@ class StateStore(CursorsMixin, RecordsMixin, RunsMixin):
             return
         head = self.head_revision()
         if missing:
-            raise StateFileError(
+            raise StateUnusableError(
                 f"state database {self._display} holds connector tables ({', '.join(present)}) "
                 f"but no schema version, and they do not match revision {head} (missing: "
                 f"{', '.join(missing[:10])}): it was left half-created. If it holds nothing you "

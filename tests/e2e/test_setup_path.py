@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import private_url
 from tests.e2e.harness import MAPPINGS, Env, Result, make_env
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
@@ -190,13 +191,19 @@ def test_damaged_state_database_exits_2_with_advice(tmp_path: Path, command: lis
     assert "damaged" in line and "backup" in line and "db upgrade" in line, line
 
 
-def test_state_database_that_cannot_be_opened_exits_2(tmp_path: Path) -> None:
-    # a folder where the file should be: opening fails whoever runs the test (root included)
-    write_config(tmp_path / "c.toml", "sqlite:///shop.sqlite")
-    (tmp_path / "state" / "state.sqlite").mkdir(parents=True)
-    for command in (["db", "upgrade"], ["sync"]):
+def test_state_database_that_cannot_be_opened_exits_2(backend: str, tmp_path: Path) -> None:
+    if backend == "sqlite":
+        # a folder where the file should be: opening fails whoever runs the test (root included)
+        (tmp_path / "state" / "state.sqlite").mkdir(parents=True)
+        state, expected = "state/state.sqlite", ["cannot be opened", str(tmp_path / "state")]
+    else:  # a server that has no such database
+        url = sa.make_url(private_url(backend)).set(database="shopimind_no_such_db")
+        state = url.render_as_string(hide_password=False)
+        expected = ["refuses the connector", "shopimind_no_such_db", "state.url"]
+    write_config(tmp_path / "c.toml", "sqlite:///shop.sqlite", state=state)
+    for command in (["db", "upgrade"], ["sync"], ["status"]):
         line = one_clear_line(run([*command, "--config", "c.toml"], tmp_path))
-        assert "cannot be opened" in line and str(tmp_path / "state") in line, line
+        assert all(e in line for e in expected), line
 
 
 def test_units_do_not_restart_on_exit_code_2() -> None:
