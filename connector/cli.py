@@ -77,14 +77,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _check(cfg: Config, args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from connector.drivers import require_driver
     from connector.source.reader import ShopReader
 
+    # what the config promises must work without connecting: the drivers, the password's place
+    shop_url = cfg.source_url()
+    require_driver(sa.make_url(cfg.state_url()), "state database")
     mappings = load_mappings(cfg.mappings_path)
     print(f"config ok: {cfg.file}")
     print(f"{len(mappings)} mapping file(s) valid: {', '.join(m.name for m in mappings)}")
     if args.offline:
         return 0
-    with ShopReader(cfg.source_url(), connect_timeout=cfg.source.connect_timeout) as reader:
+    with ShopReader(shop_url, connect_timeout=cfg.source.connect_timeout) as reader:
         problems = [p for m in mappings for p in reader.check(m)]
     for p in problems:
         print(str(p), file=sys.stderr)
