@@ -54,7 +54,6 @@ def _table_message(insp: sa.Inspector, table: str, column: str) -> str | None:
 
 def _query_message(column: str) -> str:
     return (
-        f"cannot tell whether the column {column!r} of this query is indexed (a query's "
-        "columns carry no index information): make sure an index starts with the table column "
-        f"{column!r} comes from, or every pass will scan the whole table"
+        f"cannot tell whether {column!r} is indexed (it comes from a query): an index must start "
+        "with the table column it is, or every pass scans the whole table"
     )
