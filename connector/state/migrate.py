@@ -62,9 +62,9 @@ def current_revision(connection: sa.Connection) -> str | None:
     return context.get_current_revision()
 
 
-def unversioned_schema(connection: sa.Connection) -> tuple[list[str], list[str]]:
-    """For a database without a schema version: the connector tables it already holds, and what
-    of the newest schema it lacks (``table`` or ``table.column``)."""
+def schema_gaps(connection: sa.Connection) -> tuple[list[str], list[str]]:
+    """The connector tables the database holds, and what of the newest schema it lacks
+    (``table`` or ``table.column``)."""
     from connector.state import tables
 
     inspector = sa.inspect(connection)

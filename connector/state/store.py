@@ -56,14 +56,27 @@ class StateStore(CursorsMixin, RecordsMixin, RunsMixin):
                 self._adopt_unversioned(conn)
             try:
                 after = migrate.upgrade_connection(conn)[1]
-                return before, after
             except CommandError as exc:
                 raise StateSchemaError(f"state database {self._display}: {exc}") from exc
+            self._ensure_complete(conn, after)
+            return before, after
+
+    def _ensure_complete(self, conn: sa.Connection, revision: str) -> None:
+        """A database at the newest revision lacking some of its tables or columns (dropped by
+        hand) fails every pass: say so once, with what to do, instead."""
+        missing = migrate.schema_gaps(conn)[1]
+        if missing:
+            raise StateUnusableError(
+                f"state database {self._display} records schema revision {revision} but lacks "
+                f"{', '.join(missing[:10])}: restore it from a backup, or drop the connector's "
+                "tables (for SQLite: delete the file) and run `shopimind-connector db upgrade` "
+                "to start an empty one (every mapping then sends all its rows again)"
+            )
 
     def _adopt_unversioned(self, conn: sa.Connection) -> None:
         """Tables without a schema version (an interrupted first upgrade, a version table
         dropped by hand): recorded as the newest revision when they match it; else no guess."""
-        present, missing = migrate.unversioned_schema(conn)
+        present, missing = migrate.schema_gaps(conn)
         if not present:
             return
         head = self.head_revision()
@@ -99,6 +112,8 @@ class StateStore(CursorsMixin, RecordsMixin, RunsMixin):
         current = self.schema_revision()
         head = self.head_revision()
         if current == head:
+            with self._read() as conn:
+                self._ensure_complete(conn, head)
             return
         if current is not None and not migrate.known_revision(current):
             raise self._ahead(current)
@@ -108,7 +123,7 @@ class StateStore(CursorsMixin, RecordsMixin, RunsMixin):
         where = f"is at revision {current}"
         if current is None:
             with self._read() as conn:
-                present = migrate.unversioned_schema(conn)[0]
+                present = migrate.schema_gaps(conn)[0]
             where = (
                 "has no connector schema yet"
                 if not present

@@ -230,6 +230,18 @@ def test_half_created_state_is_repaired_by_db_upgrade(state_env: Path, db_url: s
             conn.execute(sa.text("DROP TABLE connector_runs"))
         line = one_clear_line(run(["db", "upgrade", "-c", "c.toml"], state_env))
         assert "half-created" in line and "connector_runs" in line and "db upgrade" in line
+        # the other way round: a version recorded, a table dropped by hand
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE connector_cursors"))
+            conn.execute(sa.text("DROP TABLE connector_meta"))
+            conn.execute(sa.text("DROP TABLE connector_records"))
+            conn.execute(sa.text("DROP TABLE connector_rejects"))
+        assert run(["db", "upgrade", "-c", "c.toml"], state_env).code == 0
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE connector_rejects"))
+        for command in (["status"], ["sync"], ["db", "upgrade"]):
+            line = one_clear_line(run([*command, "-c", "c.toml"], state_env))
+            assert "records schema revision" in line and "lacks connector_rejects" in line, line
     finally:
         engine.dispose()
 
