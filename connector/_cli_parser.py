@@ -6,26 +6,86 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Sequence
+from typing import Any
 
 from connector import __version__
 
+# the options every command takes, before or after the command's name, and their defaults
+GLOBAL_DEFAULTS: dict[str, str | None] = {
+    "config": None,
+    "log_level": "info",
+    "log_format": "auto",
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``shopimind-connector``: the common options and every command's own."""
+
+class _GlobalOption(argparse.Action):
+    """Stores a global option wherever it stands; a second, different value is an error.
+
+    argparse parses a command's own options into a fresh namespace and copies it over the
+    top-level one, so an option declared at both levels with a default would lose a value
+    written before the command. These options have no default at any level (defaults are
+    filled in by :func:`parse_args`), and each parse records what it saw in ``seen``.
+    """
+
+    def __init__(self, *args: Any, seen: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen = seen
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        before = self.seen.get(self.dest)
+        same = os.path.abspath if self.dest == "config" else str
+        if before is not None and same(before) != same(values):
+            parser.error(
+                f"{'/'.join(self.option_strings)} given twice with different values "
+                f"({before!r} and {values!r}): give it once"
+            )
+        self.seen[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
+def _global_options(seen: dict[str, str]) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
+    extra: dict[str, Any] = {"action": _GlobalOption, "default": argparse.SUPPRESS, "seen": seen}
     common.add_argument(
         "--config",
         "-c",
         metavar="FILE",
-        help="config file (default: ./config.toml, "
-        "/etc/shopimind-connector/config.toml, or $SHOPIMIND_CONNECTOR_CONFIG)",
+        help="config file (default: $SHOPIMIND_CONNECTOR_CONFIG, else ./config.toml, else "
+        "/etc/shopimind-connector/config.toml); before or after the command",
+        **extra,
     )
     common.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default: info", **extra
     )
     common.add_argument(
-        "--log-format", default="auto", choices=["auto", "human", "journal", "json"]
+        "--log-format",
+        choices=["auto", "human", "journal", "json"],
+        help="default: auto (journal under systemd, else human)",
+        **extra,
     )
+    return common
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; the global options not given get their defaults."""
+    args = build_parser().parse_args(argv)
+    for dest, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, dest):
+            setattr(args, dest, default)
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``shopimind-connector``: the common options and every command's own."""
+    common = _global_options({})
 
     p = argparse.ArgumentParser(
         prog="shopimind-connector",

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from connector import logsetup
-from connector._cli_parser import build_parser
+from connector._cli_parser import parse_args
 from connector.config import Config, load_config
 from connector.errors import ConfigError, ConnectorError, FatalError, MappingError
 from connector.mapping import load_mappings
@@ -27,7 +27,7 @@ log = logging.getLogger("connector")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logsetup.setup(args.log_level, args.log_format)
     try:
         return _dispatch(args)
@@ -51,6 +51,8 @@ def _error(message: str) -> None:
 def _config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config)
     logsetup.REDACT.add(cfg.secret_values())
+    for warning in cfg.warnings():
+        log.warning("%s", warning)
     return cfg
 
 
@@ -77,14 +79,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _check(cfg: Config, args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from connector.drivers import require_driver
     from connector.source.reader import ShopReader
 
+    # what the config promises must work without connecting: the drivers, the password's place
+    shop_url = cfg.source_url()
+    require_driver(sa.make_url(cfg.state_url()), "state database")
     mappings = load_mappings(cfg.mappings_path)
     print(f"config ok: {cfg.file}")
     print(f"{len(mappings)} mapping file(s) valid: {', '.join(m.name for m in mappings)}")
     if args.offline:
         return 0
-    with ShopReader(cfg.source_url(), connect_timeout=cfg.source.connect_timeout) as reader:
+    with ShopReader(shop_url, connect_timeout=cfg.source.connect_timeout) as reader:
         problems = [p for m in mappings for p in reader.check(m)]
     for p in problems:
         print(str(p), file=sys.stderr)

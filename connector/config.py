@@ -6,11 +6,13 @@ environment variable, a file, or systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCre
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import (
@@ -24,7 +26,9 @@ from pydantic import (
 )
 
 from connector import timeutil
+from connector.drivers import require_driver
 from connector.errors import ConfigError
+from connector.files import world_readable
 
 Duration = Annotated[float, BeforeValidator(timeutil.parse_duration)]
 
@@ -40,7 +44,7 @@ class _Strict(BaseModel):
 
 class SourceConfig(_Strict):
     url: str = Field(description="SQLAlchemy URL of the shop database, without the password")
-    password_env: str | None = None
+    password_env: str | None = "SHOP_DB_PASSWORD"
     password_file: str | None = None
     password_credential: str | None = "db_password"
     timezone: str = "UTC"
@@ -68,6 +72,10 @@ class SourceConfig(_Strict):
                 "source.password_file instead (secrets must not sit in the config file)"
             )
         return v
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
 
 
 class ShopimindConfig(_Strict):
@@ -165,17 +173,33 @@ class Config(_Strict):
     def source_url(self) -> sa.URL:
         """The shop database URL with the password filled in from its secret source."""
         url = sa.engine.make_url(_resolve_sqlite(self.base_dir, self.source.url))
+        src = self.source
+        # SQLite takes no password: only the places the config names explicitly are looked at
+        # there, and a password found in one of them is a mistake to report
+        places = {
+            k: getattr(src, k)
+            for k in ("password_env", "password_file", "password_credential")
+            if not src.is_sqlite or k in src.model_fields_set
+        }
         password = read_secret(
             "shop database password",
-            env=self.source.password_env,
-            file=self.source.password_file,
-            credential=self.source.password_credential,
+            env=places.get("password_env"),
+            file=places.get("password_file"),
+            credential=places.get("password_credential"),
             base_dir=self.base_dir,
             required=False,
         )
-        if password is not None:
-            url = url.set(password=password)
-        return url
+        if not src.is_sqlite:
+            require_driver(url, "shop database")
+        if password is None:
+            return url
+        if src.is_sqlite:
+            keys = " / ".join(f"source.{k}" for k in places)
+            raise ConfigError(
+                f"{self.file}: source.url is an SQLite database, which takes no password, but "
+                f"{keys} provides one: remove {'it' if len(places) == 1 else 'them'} from [source]"
+            )
+        return url.set(password=password)
 
     def api_key(self) -> str:
         key = read_secret(
@@ -188,6 +212,27 @@ class Config(_Strict):
         )
         assert key is not None
         return key
+
+    def warnings(self) -> list[str]:
+        """Settings that work but expose a secret: a secret file everyone may read, an API key
+        sent unencrypted to another host."""
+        out = []
+        files = [("shopimind.api_key_file", self.shopimind.api_key_file)]
+        if not self.source.is_sqlite:
+            files.append(("source.password_file", self.source.password_file))
+        for key, value in files:
+            if value and world_readable(path := _resolve(self.base_dir, value)):
+                out.append(
+                    f"{self.file}: {key}: {path} is readable by every user of this machine: "
+                    f"`chmod 600 {path}` (or chmod 640 with a group only the connector is in)"
+                )
+        url = urlsplit(self.shopimind.base_url)
+        if url.scheme == "http" and not _loopback(url.hostname or ""):
+            out.append(
+                f"{self.file}: shopimind.base_url: {self.shopimind.base_url} is plain http to "
+                f"another host: the API key and the shop's data travel unencrypted; use https://"
+            )
+        return out
 
     def secret_values(self) -> list[str]:
         """Every secret this config can read, for log redaction (missing ones are skipped)."""
@@ -203,6 +248,15 @@ class Config(_Strict):
         if isinstance(password, str) and password:
             out.append(password)
         return out
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _resolve(base: Path, value: str) -> Path:

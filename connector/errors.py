@@ -7,6 +7,7 @@
     │   ├── ConfigError            config file invalid or unreadable              → exit 2
     │   ├── MappingError           mapping files invalid (carries every problem)  → exit 2
     │   ├── StateSchemaError       state database behind/ahead of this version   → exit 2
+    │   ├── StateUnusableError     state database unreadable, damaged, half made  → exit 2
     │   ├── AuthError              401/403: API key missing, invalid, not allowed → exit 1
     │   └── LockedError            another instance holds the state database     → exit 1
     ├── RetriableError             stop this mapping's pass; the next pass retries; cursor kept
@@ -69,6 +70,14 @@ class MappingError(FatalError):
 
 
 class StateSchemaError(FatalError):
+    exit_code = 2
+
+
+class StateUnusableError(FatalError):
+    """The state database cannot be used as it is (a file that cannot be opened or is no
+    database, a server that refuses the login or lacks the database, tables without a version):
+    restarting would not help, a person must repair or replace it."""
+
     exit_code = 2
 
 

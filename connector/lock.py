@@ -27,7 +27,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connector.errors import LockedError, StateError
+from connector.drivers import require_driver
+from connector.errors import LockedError, StateError, StateUnusableError
+from connector.files import make_private_dir, user_name
+from connector.state.unusable import unusable
 
 META_NAME = "instance_lock"
 LOCK_NAME = "shopimind-connector"
@@ -96,12 +99,13 @@ class FileLock(InstanceLock):
 
     def acquire(self) -> FileLock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StateError(
+            raise StateUnusableError(
                 f"state database {self.where}: cannot open the lock file {self.path}: "
-                f"{exc.strerror}"
+                f"{exc.strerror} (the user running the connector, {user_name()}, needs read "
+                f"and write access to the folder {self.path.parent})"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -246,7 +250,10 @@ class ServerLock(InstanceLock):
             return None
         return data if isinstance(data, dict) else None
 
-    def _error(self, what: str, exc: BaseException) -> StateError:
+    def _error(self, what: str, exc: BaseException) -> StateError | StateUnusableError:
+        refused = unusable(self.url, exc)
+        if refused is not None:
+            return refused
         source = getattr(exc, "orig", None) or exc
         first = (str(source).strip().splitlines() or [""])[0]
         if self.url.password:
@@ -265,5 +272,6 @@ def acquire(state_url: str | sa.URL, command: str) -> InstanceLock:
             return NoLock(where, command)
         return FileLock(Path(db + ".lock"), where, command).acquire()
     if backend in ("postgresql", "mysql", "mariadb"):
+        require_driver(url, "state database")
         return ServerLock(url, where, command).acquire()
     raise StateError(f"state database {where}: no instance lock for the {backend} dialect")

@@ -18,6 +18,7 @@ from connector import timeutil
 from connector.errors import Problem, SourceError
 from connector.mapping.spec import ChildSpec, Mapping
 from connector.source import query as q
+from connector.source.indexes import cursor_index_problems
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -271,8 +272,6 @@ class ShopReader:
             for path, c in mapping.column_uses():
                 if c not in cols and c.lower() not in cols:
                     problems.append(Problem(f, path, f"unknown column {c!r} in {src.label}"))
-            if src.table:
-                self._index_warning(insp, src.table, src.cursor, f, "source.cursor", problems)
         for child in [*mapping.children.values(), *mapping.changes.values()]:
             path = child.path
             ccols = self._columns(insp, child.table, child.query, f, path, problems)
@@ -287,7 +286,7 @@ class ShopReader:
             for where, c in used:
                 if c not in ccols and c.lower() not in ccols:
                     problems.append(Problem(f, where, f"unknown column {c!r} in the child rows"))
-        return problems
+        return problems + cursor_index_problems(insp, mapping)
 
     def _columns(
         self,
@@ -314,32 +313,3 @@ class ShopReader:
         except sa.exc.SQLAlchemyError as exc:
             problems.append(Problem(file, f"{path}.query", f"the query fails: {short_cause(exc)}"))
             return None
-
-    def _index_warning(
-        self,
-        insp: sa.Inspector,
-        table: str,
-        column: str,
-        file: str,
-        path: str,
-        problems: list[Problem],
-    ) -> None:
-        schema, _, name = table.rpartition(".")
-        try:
-            indexes = insp.get_indexes(name, schema=schema or None)
-            pk = insp.get_pk_constraint(name, schema=schema or None)
-        except sa.exc.SQLAlchemyError:
-            return
-        leading = [ix["column_names"][0] for ix in indexes if ix.get("column_names")]
-        if pk and pk.get("constrained_columns"):
-            leading.append(pk["constrained_columns"][0])
-        if column not in leading:
-            problems.append(
-                Problem(
-                    file,
-                    path,
-                    f"no index starts with {column!r} on {table}: every pass will scan the whole "
-                    f"table; create one (CREATE INDEX ix_{name}_{column} ON {table} ({column}))",
-                    warning=True,
-                )
-            )

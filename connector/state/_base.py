@@ -15,7 +15,10 @@ from typing import Any, Self
 
 import sqlalchemy as sa
 
-from connector.errors import StateError
+from connector.drivers import require_driver
+from connector.errors import StateError, StateUnusableError
+from connector.files import create_private_file, make_private_dir, user_name
+from connector.state.unusable import unusable
 
 _TIMEOUT_DRIVERS = {"psycopg", "psycopg2", "pymysql", "mysqldb"}
 
@@ -32,6 +35,7 @@ class StoreBase:
                 "state database: the URL is not valid (e.g. sqlite:///var/lib/connector/state.db)"
             ) from exc
         self._display = self._url.render_as_string(hide_password=True)
+        require_driver(self._url, "state database")
         backend = self._url.get_backend_name()
         options: dict[str, Any] = {}
         if backend == "sqlite":
@@ -62,11 +66,15 @@ class StoreBase:
             return
         parent = Path(db).parent
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(parent)
+            create_private_file(Path(db))  # SQLite gives its -wal and -shm files the same mode
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise StateError(
-                f"state database {self._display}: cannot create directory {parent}: {reason}"
+            if isinstance(exc, FileExistsError | NotADirectoryError):
+                reason = "a file stands where a folder is needed"
+            raise StateUnusableError(
+                f"state database {self._display}: cannot create {db} or its folder: {reason} "
+                f"(the user running the connector is {user_name()})"
             ) from exc
 
     def _cause(self, exc: BaseException) -> str:
@@ -77,8 +85,10 @@ class StoreBase:
             text = text.replace(str(self._url.password), "***")
         return text[:500]
 
-    def _error(self, exc: BaseException) -> StateError:
-        return StateError(f"state database {self._display}: {self._cause(exc)}")
+    def _error(self, exc: BaseException) -> StateError | StateUnusableError:
+        return unusable(self._url, exc) or StateError(
+            f"state database {self._display}: {self._cause(exc)}"
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:

@@ -62,6 +62,29 @@ def current_revision(connection: sa.Connection) -> str | None:
     return context.get_current_revision()
 
 
+def schema_gaps(connection: sa.Connection) -> tuple[list[str], list[str]]:
+    """The connector tables the database holds, and what of the newest schema it lacks
+    (``table`` or ``table.column``)."""
+    from connector.state import tables
+
+    inspector = sa.inspect(connection)
+    existing = set(inspector.get_table_names())
+    present = sorted(name for name in tables.metadata.tables if name in existing)
+    missing: list[str] = []
+    for name, table in sorted(tables.metadata.tables.items()):
+        if name not in existing:
+            missing.append(name)
+            continue
+        columns = {c["name"] for c in inspector.get_columns(name)}
+        missing += [f"{name}.{c.name}" for c in table.columns if c.name not in columns]
+    return present, missing
+
+
+def stamp_head(connection: sa.Connection) -> None:
+    """Record the newest revision without running any migration."""
+    command.stamp(alembic_config(connection=connection), "head")
+
+
 def upgrade_connection(connection: sa.Connection) -> tuple[str | None, str]:
     """Upgrade to head on an open connection; returns the revisions (before, after)."""
     before = current_revision(connection)

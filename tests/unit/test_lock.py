@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from connector import lock
-from connector.errors import LockedError, StateError
+from connector.errors import LockedError, StateUnusableError
 from connector.state.store import StateStore
 from tests.conftest import private_url, wipe
 
@@ -102,12 +102,13 @@ def test_in_memory_state_needs_no_lock() -> None:
         pass
 
 
-def test_unopenable_lock_file_is_a_state_error(tmp_path: Path) -> None:
+def test_unopenable_lock_file_is_a_state_file_error(tmp_path: Path) -> None:
     (tmp_path / "plain-file").write_text("")
     url = f"sqlite:///{tmp_path / 'plain-file' / 'state.sqlite'}"
-    with pytest.raises(StateError) as err:
+    with pytest.raises(StateUnusableError) as err:
         lock.acquire(url, "run")
     assert "cannot open the lock file" in str(err.value)
+    assert err.value.exit_code == 2
 
 
 def test_unknown_holder_still_refused(backend: str, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from connector.errors import StateError, StateSchemaError
+from connector.errors import StateError, StateSchemaError, StateUnusableError
 from connector.state import migrate
 from connector.state import tables as t
 from connector.state.model import Accepted, Cursor, Reject, RunCounts, key_json
@@ -386,17 +386,20 @@ def test_unreachable_server_is_a_state_error_without_password(url: str) -> None:
     store.close()
 
 
-def test_sqlite_in_an_unusable_place_is_a_state_error(tmp_path: Path) -> None:
+def test_sqlite_in_an_unusable_place_is_a_state_file_error(tmp_path: Path) -> None:
+    """Retrying cannot help: exit code 2 (no restart loop under systemd), with advice."""
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    with pytest.raises(StateError, match="cannot create directory"):
+    with pytest.raises(StateUnusableError, match="a file stands where a folder is needed"):
         StateStore(f"sqlite:///{blocker / 'sub' / 'state.sqlite'}")
 
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"this is not a database" * 100)
-    with StateStore(f"sqlite:///{garbage}") as store, pytest.raises(StateError) as info:
+    with StateStore(f"sqlite:///{garbage}") as store, pytest.raises(StateUnusableError) as info:
         store.upgrade()
+    assert info.value.exit_code == 2
     assert isinstance(info.value.__cause__, sa.exc.SQLAlchemyError)
+    assert f"{garbage} is damaged" in str(info.value) and "db upgrade" in str(info.value)
 
 
 def test_invalid_url_is_a_state_error() -> None:

@@ -201,6 +201,9 @@ def test_unit_file_protocol_state_credentials_and_hardening(name: str) -> None:
     assert svc["ExecStart"].endswith(f"shopimind-connector run --config {config}")
     assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert svc["Restart"] == "on-failure" and svc["RestartPreventExitStatus"] == "2"
+    # RestartPreventExitStatus= ignores ExecStartPre='s exit code: a setup mistake found by the
+    # upgrade must not fail the start there (endless restarts), but in `run` (exit code 2)
+    assert svc["ExecStartPre"].startswith("-/")
     assert svc["WatchdogSec"] and svc["TimeoutStopSec"]
     assert svc["StateDirectory"] == "shopimind-connector" + ("/%i" if inst else "")
     assert svc["LoadCredential"].splitlines() == [
