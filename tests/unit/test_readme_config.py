@@ -55,9 +55,13 @@ def matches(cell: str, default: Any) -> bool:
     if not cell.startswith("`"):  # a default computed when the program runs, described in words
         return default is None
     literal = cell.strip("`")
-    if isinstance(default, bool) or default is None or default is PydanticUndefined:
+    if isinstance(default, bool):
+        return literal == str(default).lower()
+    if default is None or default is PydanticUndefined:
         return False
     if isinstance(default, float):
+        if re.fullmatch(r"\d+\.\d+", literal):  # a share, not a duration
+            return float(literal) == default
         return timeutil.parse_duration(literal) == default
     if isinstance(default, int):
         return int(literal) == default
