@@ -331,7 +331,7 @@ def _opt_int(body: JSONObject, name: str) -> int | None:
 
 
 def ctl_faults(req: Request) -> Reply:
-    """``{"status": 503, "count": 2, "path_prefix": ..., "retry_after": ...}``,
+    """``{"status": 503, "count": 2, "path_prefix": ..., "retry_after": ..., "applied": bool}``,
     ``{"delay": 0.3, "count": ...}`` or ``{"clear": true}``."""
     body = req.json
     if not isinstance(body, dict):
@@ -356,6 +356,7 @@ def ctl_faults(req: Request) -> Reply:
                 count if count is not None else 2,
                 prefix,
                 _opt_int(body, "retry_after"),
+                body.get("applied") is True,
             )
         else:
             raise ValueError('expected "status", "delay" or "clear"')

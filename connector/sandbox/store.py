@@ -130,10 +130,12 @@ class FaultRule:
     remaining: int
     path_prefix: str | None
     retry_after: int | None
+    applied: bool = False  # the request is processed first, then answered with ``status``
 
 
 class Faults:
-    """Injected failures: statuses answered instead of processing, and added latency."""
+    """Injected failures: statuses answered instead of processing (or after it, ``applied``),
+    and added latency."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -147,6 +149,7 @@ class Faults:
         count: int = 2,
         path_prefix: str | None = None,
         retry_after: int | None = None,
+        applied: bool = False,
     ) -> None:
         if not 400 <= status <= 599:
             raise ValueError("an injected status must be between 400 and 599")
@@ -155,7 +158,7 @@ class Faults:
         if retry_after is not None and retry_after < 0:
             raise ValueError("retry_after must not be negative")
         with self._lock:
-            self._rules.append(FaultRule(status, count, path_prefix, retry_after))
+            self._rules.append(FaultRule(status, count, path_prefix, retry_after, applied))
 
     def inject_delay(self, seconds: float, count: int | None = None) -> None:
         if seconds < 0:
@@ -174,7 +177,9 @@ class Faults:
                     rule.remaining -= 1
                     if rule.remaining <= 0:
                         self._rules.remove(rule)
-                    return FaultRule(rule.status, 1, rule.path_prefix, rule.retry_after)
+                    return FaultRule(
+                        rule.status, 1, rule.path_prefix, rule.retry_after, rule.applied
+                    )
             return None
 
     def take_delay(self) -> float:
