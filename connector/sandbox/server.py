@@ -191,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         found = match(API_ROUTES, method, path)
         label = found[0].label if found else None
         reply = early or self._answer(method, path, query, body, key, key_ok, found)
-        delay = sb.context.faults.take_delay() if path.startswith("/v1/") else 0.0
+        delay = sb.context.faults.take_delay(path) if path.startswith("/v1/") else 0.0
         if delay > 0:
             time.sleep(delay)
         idem = self.headers.get("Idempotency-Key") or self.headers.get("X-Idempotency-Key")
@@ -375,10 +375,13 @@ class Sandbox:
         (an answer lost after the API acted)."""
         self.context.faults.inject(status, count, path_prefix, retry_after, applied)
 
-    def inject_delay(self, seconds: float = 0.3, count: int | None = None) -> None:
-        """Sleep ``seconds`` before each ``/v1/`` answer (after storing); ``count`` None = until
-        cleared. Replaces any earlier delay."""
-        self.context.faults.inject_delay(seconds, count)
+    def inject_delay(
+        self, seconds: float = 0.3, count: int | None = None, path_prefix: str | None = None
+    ) -> None:
+        """Sleep ``seconds`` before each ``/v1/`` answer (after storing) — of the paths starting
+        with ``path_prefix`` when given; ``count`` None = until cleared. Replaces any earlier
+        delay."""
+        self.context.faults.inject_delay(seconds, count, path_prefix)
 
     def clear_faults(self) -> None:
         self.context.faults.clear()

@@ -142,6 +142,7 @@ class Faults:
         self._rules: list[FaultRule] = []
         self._delay = 0.0
         self._delay_left: int | None = None
+        self._delay_prefix: str | None = None
 
     def inject(
         self,
@@ -160,7 +161,9 @@ class Faults:
         with self._lock:
             self._rules.append(FaultRule(status, count, path_prefix, retry_after, applied))
 
-    def inject_delay(self, seconds: float, count: int | None = None) -> None:
+    def inject_delay(
+        self, seconds: float, count: int | None = None, path_prefix: str | None = None
+    ) -> None:
         if seconds < 0:
             raise ValueError("a delay must not be negative")
         if count is not None and count < 1:
@@ -168,6 +171,7 @@ class Faults:
         with self._lock:
             self._delay = seconds
             self._delay_left = count
+            self._delay_prefix = path_prefix
 
     def take_fault(self, path: str) -> FaultRule | None:
         """The first rule matching ``path``, consumed once; None when no fault applies."""
@@ -182,9 +186,11 @@ class Faults:
                     )
             return None
 
-    def take_delay(self) -> float:
+    def take_delay(self, path: str = "") -> float:
         with self._lock:
             if self._delay <= 0:
+                return 0.0
+            if self._delay_prefix is not None and not path.startswith(self._delay_prefix):
                 return 0.0
             delay = self._delay
             if self._delay_left is not None:
