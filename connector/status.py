@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connector import timeutil
+from connector._remap import REMAP_META, Remap
 from connector.config import Config
 from connector.errors import ConnectorError
 from connector.mapping import Mapping, load_mappings
@@ -38,6 +39,9 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
     with load_state(cfg) as store:
         statuses = {s.mapping: s for s in store.status([m.name for m in mappings])}
         reconciled = {m.name: parse_meta(store.get_meta(META.format(m.name))) for m in mappings}
+        remaps = {
+            m.name: Remap.from_json(store.get_meta(REMAP_META.format(m.name))) for m in mappings
+        }
     behind: dict[str, int | str] = {}
     try:
         with ShopReader(cfg.source_url(), connect_timeout=cfg.source.connect_timeout) as reader:
@@ -74,6 +78,7 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
                 "known_deleted": st.known_deleted if st else 0,
                 "known_pending": st.known_pending if st else 0,
                 "last_reconcile": _reconcile_summary(reconciled.get(m.name)),
+                "remap": None if (rm := remaps.get(m.name)) is None else {"rows_done": rm.read},
             }
         )
     return out
@@ -132,6 +137,11 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         )
         if last and last["outcome"] == "failed" and last["message"]:
             lines.append(f"    last error: {last['message']}")
+        remap = r.get("remap")
+        if remap:
+            lines.append(
+                f"    re-reading every row after a mapping change: {remap['rows_done']:,} rows done"
+            )
         rec = r.get("last_reconcile")
         if rec and rec["outcome"] not in ("ok", "skipped") and rec.get("message"):
             lines.append(f"    last reconcile ({rec['outcome']}): {rec['message']}")

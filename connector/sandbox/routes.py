@@ -283,6 +283,7 @@ def _custom_routes() -> list[Route]:
         ("DELETE", one, custom.definition_delete, "custom-data-definitions"),
         ("POST", recs, custom.records_upsert, "custom-data-records"),
         ("GET", recs, custom.records_list, "custom-data-records"),
+        ("POST", recs + "/bulk-delete", custom.records_delete, "custom-data-records"),
         ("POST", "/v1/events", triggers.event_create, "events"),
         ("GET", "/v1/events", triggers.event_list, "events"),
         ("POST", "/v1/events/trigger/{code_name}", triggers.trigger, "events-trigger"),

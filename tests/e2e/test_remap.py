@@ -110,6 +110,9 @@ def test_reloaded_mapping_reaches_every_record_and_resumes_after_sigkill(env: En
         service.kill()  # SIGKILL in the middle of the re-read
         stood = remap_state(env, "customers")
         assert stood is not None and 100 <= stood.read < total, stood
+        shown = env.status()["customers"]["remap"]
+        assert shown == {"rows_done": stood.read}
+        assert f"{stood.read:,} rows done" in env.cli("status").out
         env.sandbox.clear_faults()
         upper = [
             k
@@ -214,3 +217,33 @@ def test_custom_data_extension_then_sigkill(env: Env) -> None:
     assert res.code == 0, res.text
     assert all_have_member(env, ident)
     assert json.loads(meta(env, f"custom_data_definition:{LOYALTY}") or "{}")["id"] == str(ident)
+
+
+# --- custom data: rows deleted from the shop ---------------------------------------------------
+
+
+def test_custom_data_rows_deleted_from_the_shop_are_deleted_by_record_id(env: Env) -> None:
+    ident = loyalty_env(env)
+    custom = env.sandbox.context.custom
+    ids = [r["customer_id"] for r in env.sql("SELECT customer_id FROM loyalty_accounts")]
+    gone = sorted(ids, key=str)[:3]
+    for cid in gone:
+        env.execute("DELETE FROM loyalty_accounts WHERE customer_id = :c", c=cid)
+    n = len(env.sandbox.requests)
+    res = env.cli("reconcile", "--mapping", LOYALTY)
+    assert res.code == 0, res.text
+    held = {rec["customer_id"]["value"] for rec in custom.records_of(ident)}
+    assert held == {str(c) for c in ids if c not in gone}
+    calls = [(r.method, r.path) for r in env.sandbox.requests[n:]]
+    assert ("POST", f"/v1/custom-data-records/{ident}/bulk-delete") in calls
+    assert ("GET", f"/v1/custom-data-records/{ident}") in calls  # the record ids were learnt
+    with env.state() as st:
+        deleted = [k for k, _ in st.known_keys(LOYALTY, None, 100, status="deleted")]
+        assert sorted(deleted) == sorted(f"[{json.dumps(c)}]" for c in gone)
+        assert len(st.remote_ids(LOYALTY, deleted)) == 3  # kept in the state database
+    status = env.status()[LOYALTY]
+    assert status["known_deleted"] == 3 and status["known_pending"] == 0
+    # a second run deletes nothing more and lists nothing
+    n = len(env.sandbox.requests)
+    assert env.cli("reconcile", "--mapping", LOYALTY).code == 0
+    assert not [r for r in env.sandbox.requests[n:] if "bulk-delete" in r.path]
