@@ -162,7 +162,7 @@ def test_every_definition_problem_reported_at_once(tmp_path: Path) -> None:
         "definition.relationships[0].field: 'ghost' is not a declared field",
         "definition.relationships[1].by: 'phone': say how the value finds the contact",
         "definition.relationships[2].to: 'orders' is not a target",
-        "source.deleted: custom data records cannot be deleted by the connector",
+        "source.deleted: custom data has no soft delete",
     ):
         assert expected in got, expected
 
