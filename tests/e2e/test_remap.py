@@ -247,3 +247,26 @@ def test_custom_data_rows_deleted_from_the_shop_are_deleted_by_record_id(env: En
     n = len(env.sandbox.requests)
     assert env.cli("reconcile", "--mapping", LOYALTY).code == 0
     assert not [r for r in env.sandbox.requests[n:] if "bulk-delete" in r.path]
+
+
+def test_custom_data_records_that_cannot_be_matched_are_reported_stale(env: Env) -> None:
+    """When ShopiMind's list shows the unique keys in another form (here: the relation resolved
+    to a contact id), no record can be told from another: nothing is deleted, and status and the
+    log say how many stale records remain and why."""
+    ident = loyalty_env(env)
+    custom = env.sandbox.context.custom
+    with custom.lock:
+        for rec in custom.records[ident].values():
+            rec["customer_id"] = 100_000 + int(rec["id"])  # a ShopiMind contact id
+    ids = [r["customer_id"] for r in env.sql("SELECT customer_id FROM loyalty_accounts")]
+    for cid in sorted(ids, key=str)[:3]:
+        env.execute("DELETE FROM loyalty_accounts WHERE customer_id = :c", c=cid)
+    before = len(custom.records_of(ident))
+    res = env.cli("reconcile", "--mapping", LOYALTY)
+    assert res.code == 1
+    assert len(custom.records_of(ident)) == before  # nothing deleted
+    assert "3 stale record(s) stay on ShopiMind" in res.text
+    assert "in another form than the connector sends them" in res.text
+    status = env.status()[LOYALTY]
+    assert status["known_pending"] == 3 and status["known_deleted"] == 0
+    assert "3 stale record(s)" in env.cli("status").out
