@@ -97,6 +97,7 @@ class CustomDeletes:
     page: int
     stopping: Callable[[], bool]
     listed: dict[str, str] | None = None  # unique text → record id, once read
+    unmatched: str | None = None  # why the list cannot be matched to rows, once read
     stale: list[tuple[str, str]] = field(default_factory=list)  # (key, why) left pending
 
     def __post_init__(self) -> None:
@@ -157,8 +158,10 @@ class CustomDeletes:
         missing = [k for k in gone if k not in ids]
         if missing:
             listed = self._list(res)
-            if listed is None:
-                return
+            if listed is None:  # known ids can still be deleted below
+                assert self.unmatched is not None
+                self.stale += [(k, self.unmatched) for k in missing]
+                missing, listed = [], {}
             learned: dict[str, str] = {}
             absent: list[str] = []
             for k in missing:
@@ -172,7 +175,7 @@ class CustomDeletes:
             self.store.keep_remote_ids(name, learned)
             ids.update(learned)
             if absent:  # not in the complete list: ShopiMind holds no record for them
-                res.kept += self.store.move_records(
+                res.deleted += self.store.move_records(
                     name, absent, STATUS_PENDING_DELETE, STATUS_DELETED
                 )
         path = f"/v1/custom-data-records/{quote(self.ident or '', safe='')}/bulk-delete"
@@ -194,7 +197,7 @@ class CustomDeletes:
     def _list(self, res: ReconcileResult) -> dict[str, str] | None:
         """Unique text → record id of every record of the definition (read once), or None when
         the list cannot be matched to the rows (then every candidate stays pending)."""
-        if self.listed is not None:
+        if self.listed is not None or self.unmatched is not None:
             return self.listed
         path = f"/v1/custom-data-records/{quote(self.ident or '', safe='')}"
         listed: dict[str, str] = {}
@@ -224,18 +227,12 @@ class CustomDeletes:
                 break
             offset += len(rows)
         if listed and not self._matches(listed):
-            why = (
+            self.unmatched = (
                 "ShopiMind's records list shows the unique keys "
                 f"{uniques} in another form than the connector sends them (a relation resolved "
                 "to ShopiMind's contact id?), so a record cannot be told from another; nothing "
                 "was deleted"
             )
-            self.stale += [
-                (k, why)
-                for k, _ in self.store.known_keys(
-                    self.mapping.name, None, 1_000_000, status=STATUS_PENDING_DELETE
-                )
-            ]
             return None
         self.listed = listed
         return listed
