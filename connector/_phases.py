@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
 from connector._remap import FINGERPRINT_META, REMAP_META, Remap, progress_text
 from connector.batching import PageWriter, Position
 from connector.mapping.spec import ChildSpec, Mapping
@@ -183,6 +185,10 @@ class PhasesMixin:
         if st is None:
             return
         name, spec = self.mapping.name, self.mapping.source
+        if st.total is None:  # how many rows, for the progress in the log and ``status``
+            rel = q.source_relation(spec)
+            count = self._read(sa.select(sa.func.count().label("n")).select_from(rel), "counting")
+            st.total = int(count[0]["n"] or 0) if count else 0
         pages = 0
         while not self.stop.is_set():
             if self.remap_pages is not None and pages >= self.remap_pages:

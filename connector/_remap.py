@@ -37,6 +37,7 @@ class Remap:
     after: str | None = None
     read: int = 0
     was: str | None = None  # the fingerprint the records had (None: unknown)
+    total: int | None = None  # rows in the source when it started (for progress)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -52,6 +53,7 @@ class Remap:
                 data.get("after"),
                 int(data.get("read") or 0),
                 data.get("was"),
+                None if data.get("total") is None else int(data["total"]),
             )
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: start over (harmless: hashes decide what is sent)
@@ -95,4 +97,8 @@ def decide(
 
 
 def progress_text(state: Remap) -> str:
-    return f"re-reading every row after a mapping change: {state.read:,} rows done"
+    done = f"{state.read:,} rows done"
+    if state.total:
+        share = min(100, state.read * 100 // state.total)
+        done = f"{state.read:,} of about {state.total:,} rows done ({share}%)"
+    return f"re-reading every row after a mapping change: {done}"

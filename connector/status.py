@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connector import timeutil
-from connector._remap import REMAP_META, Remap
+from connector._remap import REMAP_META, Remap, progress_text
 from connector.config import Config
 from connector.errors import ConnectorError
 from connector.mapping import Mapping, load_mappings
@@ -78,7 +78,9 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
                 "known_deleted": st.known_deleted if st else 0,
                 "known_pending": st.known_pending if st else 0,
                 "last_reconcile": _reconcile_summary(reconciled.get(m.name)),
-                "remap": None if (rm := remaps.get(m.name)) is None else {"rows_done": rm.read},
+                "remap": None
+                if (rm := remaps.get(m.name)) is None
+                else {"rows_done": rm.read, "rows_about": rm.total},
             }
         )
     return out
@@ -139,9 +141,8 @@ def format_status(rows: list[dict[str, Any]]) -> str:
             lines.append(f"    last error: {last['message']}")
         remap = r.get("remap")
         if remap:
-            lines.append(
-                f"    re-reading every row after a mapping change: {remap['rows_done']:,} rows done"
-            )
+            state = Remap("", read=remap["rows_done"], total=remap.get("rows_about"))
+            lines.append(f"    {progress_text(state)}")
         rec = r.get("last_reconcile")
         if rec and rec["outcome"] not in ("ok", "skipped") and rec.get("message"):
             lines.append(f"    last reconcile ({rec['outcome']}): {rec['message']}")

@@ -51,6 +51,8 @@ def _canonical(value: Any, top: bool = False) -> Any:
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):  # no order of its own: sorted, the same in every run
+        return sorted((_canonical(v) for v in value), key=lambda v: json.dumps(v, default=repr))
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)

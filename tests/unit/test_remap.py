@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -88,7 +90,7 @@ def test_when_a_re_read_starts_goes_on_or_ends() -> None:
     state, _ = decide("m", "A", None, None, has_cursor=True)
     assert state is not None and state.fingerprint == "A"
     # in progress for this mapping: goes on where it stood (no write)
-    going = Remap("B", '["41"]', 500, "A")
+    going = Remap("B", '["41"]', 500, "A", 2000)
     assert decide("m", "B", "A", going.to_json(), has_cursor=True) == (going, {})
     # changed again (even back to the recorded one) while in progress: starts over
     state, writes = decide("m", "A", "A", going.to_json(), has_cursor=True)
@@ -96,3 +98,27 @@ def test_when_a_re_read_starts_goes_on_or_ends() -> None:
     # an unreadable state starts over
     state, _ = decide("m", "B", "A", "{not json", has_cursor=True)
     assert state == Remap("B", None, 0, "A")
+
+
+def test_the_same_in_every_process(tmp_path: Path) -> None:
+    """String hashing differs between processes (PYTHONHASHSEED): the fingerprint must not."""
+    code = (
+        "import sys; from zoneinfo import ZoneInfo; from pathlib import Path;"
+        "from connector.mapping import CompiledMapping, load_mapping_file;"
+        "from connector.mapping.fingerprint import fingerprint;"
+        "m = load_mapping_file(Path(sys.argv[1]));"
+        "print(fingerprint(CompiledMapping(m, ZoneInfo('Europe/Paris'))))"
+    )
+    seen = set()
+    for seed in ("1", "2", "3"):
+        for name in ("orders", "loyalty_points"):
+            out = subprocess.run(
+                [sys.executable, "-c", code, str(MAPPINGS / f"{name}.toml")],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={"PYTHONHASHSEED": seed, "PATH": ""},
+            ).stdout.strip()
+            seen.add((name, out))
+    assert len(seen) == 2
+    assert ("orders", fp(tmp_path, "orders")) in seen
