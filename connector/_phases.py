@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, tzinfo
@@ -26,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connector._remap import FINGERPRINT_META, REMAP_META, Remap, progress_text
+from connector._remap import (
+    FINGERPRINT_META,
+    REMAP_META,
+    REMAP_SECONDS,
+    Remap,
+    progress_text,
+)
 from connector.batching import PageWriter, Position
 from connector.mapping.spec import ChildSpec, Mapping
 from connector.source import query as q
@@ -58,6 +65,7 @@ class PhasesMixin:
     _meta_out: dict[str, str]
     _any_rejects: bool
     _remap: Remap | None
+    _started: float  # time.monotonic() at the start of the pass
     remap_pages: int | None
 
     if TYPE_CHECKING:  # defined by MappingSync (as far as the phases call them)
@@ -191,7 +199,9 @@ class PhasesMixin:
             st.total = int(count[0]["n"] or 0) if count else 0
         pages = 0
         while not self.stop.is_set():
-            if self.remap_pages is not None and pages >= self.remap_pages:
+            if self.remap_pages is not None and (
+                pages >= self.remap_pages or time.monotonic() - self._started > REMAP_SECONDS
+            ):
                 log.info("%s: %s; going on with the next pass", name, progress_text(st))
                 return
             after = key_from_json(st.after) if st.after else None

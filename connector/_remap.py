@@ -10,10 +10,11 @@ from what ShopiMind last accepted (content hashes, as usual). Where it stands is
 after each page is committed, so a restart — even after ``SIGKILL`` — goes on from there. When the
 last page is done the fingerprint is recorded and the re-read is over.
 
-The re-read is the last phase of a pass and reads at most ``budget`` pages per pass (the service's
-passes keep capturing live changes first; ``sync`` finishes it in one go). A mapping changed again
-during a re-read starts over, for the new fingerprint. A mapping that never ran (no cursor and no
-fingerprint) records its fingerprint and reads every row through its first scan anyway.
+The re-read is the last phase of a pass and reads at most ``REMAP_PAGES`` pages per pass, and
+no new page once the pass has run ``REMAP_SECONDS``: each service pass captures live changes
+first, so they wait for at most one slice (``sync`` finishes the re-read in one go). A mapping
+changed again during a re-read starts over, for the new fingerprint. A mapping that never ran (no
+cursor and no fingerprint) records its fingerprint and reads every row through its first scan.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ log = logging.getLogger("connector.sync")
 
 FINGERPRINT_META = "mapping_fingerprint:{}"
 REMAP_META = "remap:{}"
-REMAP_PAGES = 20  # pages of re-read per service pass
+REMAP_PAGES = 20  # pages of re-read per service pass, at most
+REMAP_SECONDS = 20.0  # no new re-read page once the pass has run this long
 
 
 @dataclass

@@ -24,7 +24,9 @@ import pytest
 import sqlalchemy as sa
 
 from connector._remap import FINGERPRINT_META, REMAP_META, Remap
-from tests.e2e.harness import MAPPINGS, Env, ServiceProcess, make_env
+from connector.config import load_config
+from connector.runtime import Runtime
+from tests.e2e.harness import MAPPINGS, Env, ServiceProcess, make_env, shop_now
 
 LOYALTY = "loyalty_points"
 DEFS = "/v1/custom-data-definitions"
@@ -138,6 +140,40 @@ def test_reloaded_mapping_reaches_every_record_and_resumes_after_sigkill(env: En
     assert meta(env, FINGERPRINT_META.format("customers")) == stood.fingerprint
     out = service.output(100_000)
     assert "the mapping's output changed" in out and "re-read after the mapping change done" in out
+
+
+def test_live_changes_go_first_during_a_re_read(env: Env) -> None:
+    """Each pass captures live changes before its slice of the re-read (one page a pass here)."""
+    env.use_mappings(["customers"])
+    env.write_config(sync={"page_size": 50})
+    assert env.cli("sync").code == 0
+    env.edit_mapping(
+        "customers",
+        'first_name = "first_name"',
+        'first_name = { column = "first_name", convert = ["upper"] }',
+    )
+    with Runtime.open(load_config(env.config)) as rt:
+
+        def one_pass() -> None:
+            syncer = rt.syncer("customers")
+            syncer.remap_pages = 1
+            assert syncer.run_pass().outcome == "ok"
+
+        one_pass()
+        state = remap_state(env, "customers")
+        assert state is not None and state.read == 50
+        last = env.sql("SELECT MAX(id) AS i FROM customers WHERE deleted_at IS NULL")[0]["i"]
+        env.execute(
+            "UPDATE customers SET first_name = 'Live', updated_at = :now WHERE id = :id",
+            now=shop_now(),
+            id=last,
+        )
+        time.sleep(0.05)
+        one_pass()
+        # the row last in key order, far from the re-read's page, is sent by the next pass
+        assert env.sandbox.records("customers")[str(last)]["first_name"] == "LIVE"
+        state = remap_state(env, "customers")
+        assert state is not None and state.read == 100  # and the re-read went on by one page
 
 
 # --- custom data ----------------------------------------------------------------------------------
