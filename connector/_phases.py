@@ -8,19 +8,32 @@ this order after the scan, each one only while ``stop`` is not set:
   (``_child_changes``; where each one was last read is noted before the first scan ever by
   ``_mark_children``);
 * items the API rejected, tried again a few times (``_retry_api_rejects``, through
-  ``retry_rejected``, which the CLI also calls after a mapping fix).
+  ``retry_rejected``, which the CLI also calls after a mapping fix);
+* after a change of the mapping's output, a slice of the re-read of every row
+  (``_remap_rows``, see :mod:`connector._remap`).
 
 None of them moves the cursor.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
+from connector._remap import (
+    FINGERPRINT_META,
+    REMAP_META,
+    REMAP_SECONDS,
+    Remap,
+    progress_text,
+)
 from connector.batching import PageWriter, Position
 from connector.mapping.spec import ChildSpec, Mapping
 from connector.source import query as q
@@ -29,6 +42,8 @@ from connector.source.statements import Statements, key_of, named
 from connector.state.model import Cursor, RunCounts, key_from_json, key_json
 from connector.state.store import StateStore
 from connector.transform import Recent, get_column, row_key
+
+log = logging.getLogger("connector.sync")
 
 CHILD_META = "child_cursor:{}:{}"
 API_REJECT_ATTEMPTS = 3  # an item the API rejected is sent at most this many times unchanged
@@ -49,6 +64,9 @@ class PhasesMixin:
     _meta: dict[str, str | None]
     _meta_out: dict[str, str]
     _any_rejects: bool
+    _remap: Remap | None
+    _started: float  # time.monotonic() at the start of the pass
+    remap_pages: int | None
 
     if TYPE_CHECKING:  # defined by MappingSync (as far as the phases call them)
 
@@ -166,6 +184,51 @@ class PhasesMixin:
             if not self.stop.is_set():  # saved with the pass's run row (an older mark is safe:
                 # it only makes the next pass re-check more child rows)
                 self._meta_out[meta] = Cursor(upper if upper is not None else newest, ()).to_json()
+
+    def _remap_rows(self, counts: RunCounts) -> None:
+        """Every row in key order after a change of the mapping's output, at most
+        ``remap_pages`` pages per pass; where it stands is saved after each committed page
+        (see :mod:`connector._remap`)."""
+        st = self._remap
+        if st is None:
+            return
+        name, spec = self.mapping.name, self.mapping.source
+        if st.total is None:  # how many rows, for the progress in the log and ``status``
+            rel = q.source_relation(spec)
+            count = self._read(sa.select(sa.func.count().label("n")).select_from(rel), "counting")
+            st.total = int(count[0]["n"] or 0) if count else 0
+        pages = 0
+        while not self.stop.is_set():
+            if self.remap_pages is not None and (
+                pages >= self.remap_pages or time.monotonic() - self._started > REMAP_SECONDS
+            ):
+                log.info("%s: %s; going on with the next pass", name, progress_text(st))
+                return
+            after = key_from_json(st.after) if st.after else None
+            rows = self._read(
+                q.all_rows_query(spec, after, self.page_size),
+                "re-reading every row after a mapping change",
+            )
+            if rows:
+                counts.rows_read += len(rows)
+                with drained(self._writer(counts, None, False)) as writer:
+                    self._deliver(rows, writer)
+                if self.stop.is_set():  # what was not sent is read again on the next start
+                    return
+                st.after, st.read = key_json(row_key(rows[-1], self.mapping)), st.read + len(rows)
+                pages += 1
+            if len(rows) < self.page_size:
+                self.store.set_meta(FINGERPRINT_META.format(name), st.fingerprint)
+                self.store.set_meta(REMAP_META.format(name), "")
+                self._remap = None
+                log.info(
+                    "%s: re-read after the mapping change done: %d rows read; every record "
+                    "now reflects the current mapping",
+                    name,
+                    st.read,
+                )
+                return
+            self.store.set_meta(REMAP_META.format(name), st.to_json())
 
     def _retry_api_rejects(self, counts: RunCounts) -> None:
         """Items the API rejected are tried again on the next passes (a few times): a rejection

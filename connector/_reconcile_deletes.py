@@ -15,6 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from connector._custom_deletes import CustomDeletes, delete_problem
 from connector._reconcile_compare import lookup_query
 from connector.errors import ConnectorError, FatalError
 from connector.mapping.compile import CompiledMapping, get_column
@@ -40,6 +41,9 @@ def delete_columns(mapping: Mapping) -> tuple[tuple[str, ...], str | None]:
     """The source key columns a vanished row's delete route is computed from, in key order, or
     ``((), why)`` when hard deletes cannot be routed for this mapping."""
     res = mapping.resource
+    if mapping.kind == "custom_data":  # deleted by record id (connector._custom_deletes)
+        problem = delete_problem(mapping)
+        return (() if problem else tuple(mapping.source.key)), problem
     if not res.delete_path or not res.delete_id_field:
         return (), f"{res.name} has no bulk delete in the API: hard deletes are not reconciled"
     keys = {k.lower(): k for k in mapping.source.key}
@@ -137,6 +141,27 @@ class DeletesMixin:
     def _delete(self, res: ReconcileResult, cols: tuple[str, ...]) -> None:
         client = self.rt.client
         assert client is not None
+        if self.mapping.kind == "custom_data":
+            compiled = self.compiled or CompiledMapping(self.mapping, self.rt.config.shop_tz)
+            deletes = CustomDeletes(
+                client,
+                self.store,
+                self.reader,
+                self.mapping,
+                compiled,
+                self.page,
+                self.rt.stop.is_set,
+            )
+            try:
+                deletes.run(res)
+            except FatalError:
+                raise
+            except ConnectorError as exc:
+                res.outcome = "failed"
+                res.message = (
+                    f"{res.deleted} record(s) deleted, then: {exc}; the rest stays pending"
+                )
+            return
         resource = self.mapping.resource
         assert resource.delete_body_key is not None
         unroutable: list[tuple[str, str]] = []

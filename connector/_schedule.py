@@ -119,7 +119,8 @@ class SchedulingMixin:
         return [
             m.name
             for m in self.rt.mappings
-            if m.enabled and m.kind == "resource" and m.resource.can_delete
+            if m.enabled
+            and ((m.kind == "resource" and m.resource.can_delete) or m.kind == "custom_data")
         ]
 
     def _wake_waiting(self) -> None:

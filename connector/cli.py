@@ -131,7 +131,9 @@ def _sync(cfg: Config, args: argparse.Namespace) -> int:
                 continue
             total, rate = _backlog(rt, m.name) if progress.enabled else (None, None)
             progress.start(m.name, total, rate)
-            res = rt.syncer(m.name, progress.update).run_pass()
+            syncer = rt.syncer(m.name, progress.update)
+            syncer.remap_pages = None  # one pass: a re-read after a mapping change ends in it
+            res = syncer.run_pass()
             progress.finish(m.name)
             log_pass(res)
             results.append(res)

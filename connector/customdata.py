@@ -7,8 +7,11 @@ Provisioning is idempotent and runs before a mapping's first pass in a process:
    another definition), the definition is looked up by name in the list (pages of 100; names
    compare case- and accent-insensitively, deleted ones ignored);
 2. absent: ``POST /v1/custom-data-definitions``; present: compared with the mapping. New
-   fields or relationships are appended (``PATCH …/{id}/extend``) and the cursor is dropped, so
-   every row is read again and the records that gain a value are re-sent. Anything else that
+   fields or relationships are appended (``PATCH …/{id}/extend``; a refusal of a retried
+   extension — "already exists" after an answer lost — is success when the definition now is
+   what the mapping declares). The definition is part of the mapping's fingerprint, so the next
+   pass re-reads every row and re-sends the records that gain a value (:mod:`connector._remap`),
+   however the extension's pass ended. Anything else that
    differs (a type, required flag or list options of a field, a relationship, the unique keys, a
    field ShopiMind requires that the mapping dropped) is refused with
    :class:`DefinitionConflictError` before any write: ShopiMind definitions can only grow;
@@ -230,9 +233,10 @@ class Provisioner:
         for note in diff.notes:
             log.info("%s: %s", self.where, note)
         if diff.extends:
+            # existing records lack the new fields: the definition is part of the mapping's
+            # fingerprint, so the first pass with it re-reads every row (connector._remap), even
+            # if this process dies right after the extension
             self._extend(ident, diff)
-            # existing records lack the new fields: re-read every row (hashes decide what is sent)
-            self.store.set_cursor(self.mapping.name, None)
         return ident
 
     def _json(self, resp: httpx.Response, what: str) -> Any:
@@ -319,6 +323,21 @@ class Provisioner:
             body["relationships"] = [r.api() for r in diff.new_relationships]
         path = f"{DEFINITIONS}/{quote(ident, safe='')}/extend"
         resp = self.client.request("PATCH", path, body, what=f"PATCH {path}")
+        if 400 <= resp.status_code < 500:
+            # an extension whose answer was lost (applied, then a 5xx) is refused when retried
+            # ("already exists"): what counts is whether the definition is now what we wanted
+            now = self._get(ident)
+            if now is not None:
+                again = compare(self.declared, now)
+                if not again.problems and not again.extends:
+                    log.info(
+                        "%s: the extension was already applied on ShopiMind (an earlier answer "
+                        "was lost; ShopiMind answered HTTP %d: %s)",
+                        self.where,
+                        resp.status_code,
+                        resp.text[:200],
+                    )
+                    return
         if resp.status_code >= 400:
             raise self._fail(resp, f"PATCH {path}")
         log.info(

@@ -12,7 +12,7 @@ An event mapping's pass (:class:`EventSync`):
   ``customData`` built by the mapping. The outcome of each row is committed with the cursor, in
   one state transaction: fired rows are records with status 'sent'.
 
-An ambiguous outcome (a timeout, a reset connection, a 500/502/504 after the request went out)
+An ambiguous outcome (a timeout, a reset connection, a 408 or any 5xx after the request went out)
 is handled as the mapping's ``delivery`` says:
 
 * ``at-least-once`` (default): retried with the same ``Idempotency-Key`` header, derived from
@@ -24,10 +24,12 @@ is handled as the mapping's ``delivery`` says:
   row is marked in flight (meta ``event_inflight:<mapping>``); a restart that finds the mark
   without a recorded outcome records the row as uncertain the same way.
 
-429, 503 and 408 mean "not processed" and connection failures mean "not sent": they are retried
-in both modes. Other 4xx answers are rejects (kept; a pass does not fire the row again while its
-content is the same, ``rejected retry`` does); 404 re-provisions the event type once. Calls share
-the API key's request budget with every other mapping (:mod:`connector.destination.firing`).
+Only a connection that was never made ("not sent") and 429 (refused before processing) are
+certainly not processed: they are retried in both modes. A 503 is not: a gateway may answer it
+after ShopiMind applied the trigger. Other 4xx answers are rejects (kept; a pass does not fire
+the row again while its content is the same, ``rejected retry`` does); 404 re-provisions the event
+type once. Calls share the API key's request budget with every other mapping
+(:mod:`connector.destination.firing`).
 """
 
 from __future__ import annotations

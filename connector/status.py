@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connector import timeutil
+from connector._remap import REMAP_META, Remap, progress_text
 from connector.audit import report as audit_report
 from connector.config import Config
 from connector.errors import ConnectorError
@@ -40,6 +41,9 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
         statuses = {s.mapping: s for s in store.status([m.name for m in mappings])}
         reconciled = {m.name: parse_meta(store.get_meta(META.format(m.name))) for m in mappings}
         audited = {m.name: audit_report.load(store, m.name) for m in mappings}
+        remaps = {
+            m.name: Remap.from_json(store.get_meta(REMAP_META.format(m.name))) for m in mappings
+        }
     behind: dict[str, int | str] = {}
     try:
         with ShopReader(cfg.source_url(), connect_timeout=cfg.source.connect_timeout) as reader:
@@ -77,6 +81,9 @@ def collect_status(cfg: Config) -> list[dict[str, Any]]:
                 "known_pending": st.known_pending if st else 0,
                 "last_reconcile": _reconcile_summary(reconciled.get(m.name)),
                 **_audit_summary(audited.get(m.name)),
+                "remap": None
+                if (rm := remaps.get(m.name)) is None
+                else {"rows_done": rm.read, "rows_about": rm.total},
             }
         )
     return out
@@ -155,6 +162,10 @@ def format_status(rows: list[dict[str, Any]]) -> str:
             if audit.get("examples"):
                 text += " e.g. " + ", ".join(audit["examples"])
             lines.append(text)
+        remap = r.get("remap")
+        if remap:
+            state = Remap("", read=remap["rows_done"], total=remap.get("rows_about"))
+            lines.append(f"    {progress_text(state)}")
         rec = r.get("last_reconcile")
         if rec and rec["outcome"] not in ("ok", "skipped") and rec.get("message"):
             lines.append(f"    last reconcile ({rec['outcome']}): {rec['message']}")

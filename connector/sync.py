@@ -29,11 +29,13 @@ from typing import Any
 from connector._feed import PageFeed
 from connector._pages import PagesMixin
 from connector._phases import API_REJECT_ATTEMPTS, CHILD_META, PhasesMixin, drained
+from connector._remap import FINGERPRINT_META, REMAP_META, REMAP_PAGES, Remap, decide
 from connector._window import Window
 from connector.batching import PageWriter, Position
 from connector.destination.client import ApiClient
 from connector.errors import AuthError, ConnectorError
 from connector.mapping.compile import CompiledMapping
+from connector.mapping.fingerprint import fingerprint
 from connector.mapping.spec import Mapping
 from connector.mapworkers import MapPool
 from connector.source import query as q
@@ -133,6 +135,8 @@ class MappingSync(PagesMixin, PhasesMixin):
         self._saved_cursor: Cursor | None = None  # as the pass found it
         self._end: Position | None = None
         self._end_known = False
+        self._remap: Remap | None = None  # the re-read this pass goes on with, if any
+        self.remap_pages: int | None = REMAP_PAGES  # None: the whole re-read in one pass
 
     # --- a pass ----------------------------------------------------------------------------------
 
@@ -206,10 +210,12 @@ class MappingSync(PagesMixin, PhasesMixin):
     def _work(self, counts: RunCounts) -> None:
         """The phases of a pass; each one returns early once ``stop`` is set."""
         name = self.mapping.name
+        remap_metas = [FINGERPRINT_META.format(name), REMAP_META.format(name)]
         metas = [FORCE_META.format(name), *(meta for meta, _child in self._watched())]
-        state = self.store.pass_state(name, metas)
+        state = self.store.pass_state(name, metas + remap_metas)
         self._saved_cursor, self._meta = state.cursor, state.meta
         self._any_rejects = state.open_rejects
+        self._plan_remap(state.cursor is not None)
         self._mark_children()
         self._scan(counts)
         if not self.stop.is_set():
@@ -218,6 +224,22 @@ class MappingSync(PagesMixin, PhasesMixin):
             self._child_changes(counts)
         if not self.stop.is_set():
             self._retry_api_rejects(counts)
+        if not self.stop.is_set():
+            self._remap_rows(counts)
+
+    def _plan_remap(self, has_cursor: bool) -> None:
+        """Whether this pass goes on with (or starts) a re-read of every row (see
+        :mod:`connector._remap`)."""
+        name = self.mapping.name
+        self._remap, writes = decide(
+            name,
+            fingerprint(self.compiled),
+            self._meta.get(FINGERPRINT_META.format(name)),
+            self._meta.get(REMAP_META.format(name)),
+            has_cursor,
+        )
+        for meta, value in writes.items():
+            self.store.set_meta(meta, value)
 
     def _writer(self, counts: RunCounts, saved: Position | None, move_cursor: bool) -> PageWriter:
         return PageWriter(

@@ -28,12 +28,15 @@ from connector.errors import AuthError, DeliveryError
 log = logging.getLogger("connector.api")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-NOT_PROCESSED = frozenset({408, 429, 503})  # the API says it did not act on the request
+# The only answer that certainly means "not processed": 429 refuses a request before processing
+# it. 408, 503 and the other 5xx may come from a gateway after the API acted (the reference
+# says nothing either way), so a caller that must not replay treats them as ambiguous.
+NOT_PROCESSED = frozenset({429})
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class AmbiguousDelivery(DeliveryError):
-    """The request may have been processed (sent, no answer; or 500/502/504)."""
+    """The request may have been processed (sent, no answer; or 408/5xx)."""
 
 
 MAX_RETRY_AFTER = 300.0
@@ -148,7 +151,8 @@ class ApiClient:
 
         With ``replay_ambiguous=False`` an attempt that may have been processed (sent but no
         answer, or 500/502/504) is not retried: ``AmbiguousDelivery`` is raised instead. Attempts
-        that certainly were not processed (connection refused, 408/429/503) are retried anyway.
+        that certainly were not processed (no connection made; 429) are retried anyway; 408 and
+        every 5xx are ambiguous.
         ``attempts``, when given, gets one element appended per request made. ``content``: a
         body already encoded as JSON (instead of ``body``).
         """

@@ -5,8 +5,10 @@ not for an event whose delivery is at-most-once. ``Firer.fire`` asks the client 
 ambiguous attempts unless the mapping wants at-least-once, and says what happened:
 
 * ``sent`` (2xx); ``rejected`` (other 4xx: the API refused it, it did not fire);
-* not sent / not processed (connection refused; 408, 429, 503): retried in every mode;
-* ambiguous (timeout or connection lost after sending, a bad answer, 500/502/504): retried with
+* certainly not processed (no connection made; 429, which refuses before processing): retried
+  in every mode;
+* ambiguous (timeout or connection lost after sending, a bad answer, 408, any 5xx — a 503 may
+  come from a gateway after ShopiMind applied the trigger): retried with
   the same ``Idempotency-Key`` when ``replay_ambiguous``, else returned as ``uncertain``.
 
 Retries exhausted raise ``DeliveryError``; 401/403 raise ``AuthError``.

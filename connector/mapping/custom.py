@@ -90,8 +90,8 @@ def parse_custom(data: dict[str, Any], name: str, ctx: _Ctx) -> Mapping | None:
     source = _source(data.get("source"), ctx)
     _no_deletes(
         source,
-        "custom data records cannot be deleted by the connector (ShopiMind deletes them by its "
-        "own record ids)",
+        "custom data has no soft delete (ShopiMind deletes records by its own record ids, "
+        "which the reconciliation learns for rows gone from the source)",
         ctx,
     )
     fields_data = _table(data, "fields", ctx)

@@ -370,3 +370,28 @@ def records_list(st: CustomState, params: Any, query: Any, body: Any) -> Result:
         if isinstance(d, tuple):
             return d
         return listing(list(st.records.get(d["id_definition"], {}).values()), query)
+
+
+def records_delete(st: CustomState, params: Any, query: Any, body: Any) -> Result:
+    """``POST …/bulk-delete``: a raw array of 1 to 20 record ids; unknown ids are skipped."""
+    if not isinstance(body, list) or not body:
+        return fail(400, "body must be a non-empty array of record ids")
+    if len(body) > RECORDS_MAX:
+        return fail(400, f"body holds {len(body)} ids; at most {RECORDS_MAX} per call")
+    if any(isinstance(i, bool) or not isinstance(i, (int, str)) for i in body):
+        return fail(400, "record ids are numbers")
+    wanted = {str(i) for i in body}
+    with st.lock:
+        d = _live(st, params)
+        if isinstance(d, tuple):
+            return d
+        table = st.records.get(d["id_definition"], {})
+        gone = [k for k, rec in table.items() if str(rec["id"]) in wanted]
+        for k in gone:
+            del table[k]
+    return 200, {
+        "statusCode": 200,
+        "sent_count": len(body),
+        "rejected_count": 0,
+        "rejected_items": [],
+    }

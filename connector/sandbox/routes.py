@@ -347,6 +347,7 @@ def _custom_routes() -> list[Route]:
         ("DELETE", one, custom.definition_delete, "custom-data-definitions"),
         ("POST", recs, custom.records_upsert, "custom-data-records"),
         ("GET", recs, custom.records_list, "custom-data-records"),
+        ("POST", recs + "/bulk-delete", custom.records_delete, "custom-data-records"),
         ("POST", "/v1/events", triggers.event_create, "events"),
         ("GET", "/v1/events", triggers.event_list, "events"),
         ("POST", "/v1/events/trigger/{code_name}", triggers.trigger, "events-trigger"),
@@ -395,7 +396,7 @@ def _opt_int(body: JSONObject, name: str) -> int | None:
 
 
 def ctl_faults(req: Request) -> Reply:
-    """``{"status": 503, "count": 2, "path_prefix": ..., "retry_after": ...}``,
+    """``{"status": 503, "count": 2, "path_prefix": ..., "retry_after": ..., "applied": bool}``,
     ``{"delay": 0.3, "count": ...}`` or ``{"clear": true}``."""
     body = req.json
     if not isinstance(body, dict):
@@ -420,6 +421,7 @@ def ctl_faults(req: Request) -> Reply:
                 count if count is not None else 2,
                 prefix,
                 _opt_int(body, "retry_after"),
+                body.get("applied") is True,
             )
         else:
             raise ValueError('expected "status", "delay" or "clear"')

@@ -5,6 +5,8 @@ Pipeline of a ``/v1/`` request, in order:
 1. the body is read (always, so keep-alive connections stay in step);
 2. an injected fault whose path prefix matches answers now (nothing is stored, no API key is
    checked, no rate-limit slot is taken) — it imitates a failing gateway in front of the API;
+   an ``applied`` fault lets steps 3 to 5 run first and replaces a success answer by its status
+   (a gateway failing after the API acted);
 3. the ``spm-api-key`` header must be one of the configured keys (else 401);
 4. the key's sliding-window rate limit must have a free slot (else 429 with ``Retry-After``);
 5. the route table decides (unknown route → 404) and the handler stores what it accepts;
@@ -189,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         found = match(API_ROUTES, method, path)
         label = found[0].label if found else None
         reply = early or self._answer(method, path, query, body, key, key_ok, found)
-        delay = sb.context.faults.take_delay() if path.startswith("/v1/") else 0.0
+        delay = sb.context.faults.take_delay(path) if path.startswith("/v1/") else 0.0
         if delay > 0:
             time.sleep(delay)
         idem = self.headers.get("Idempotency-Key") or self.headers.get("X-Idempotency-Key")
@@ -207,11 +209,18 @@ class _Handler(BaseHTTPRequestHandler):
         key: str | None,
         key_ok: bool,
         found: tuple[Route, dict[str, str]] | None,
+        *,
+        faults: bool = True,
     ) -> Reply:
         ctx = self._srv.sandbox.context
         if not path.startswith("/v1/"):
             return error(404, f"Cannot {method} {path}")
-        fault = ctx.faults.take_fault(path)
+        fault = ctx.faults.take_fault(path) if faults else None
+        if fault is not None and fault.applied:  # processed, then the answer is lost
+            done = self._answer(method, path, query, body, key, key_ok, found, faults=False)
+            if done.status < 300:
+                return error(fault.status, f"injected fault ({fault.status}) after processing")
+            return done
         if fault is not None:
             headers = {}
             if fault.retry_after is not None:
@@ -357,15 +366,22 @@ class Sandbox:
         count: int = 2,
         path_prefix: str | None = None,
         retry_after: int | None = None,
+        *,
+        applied: bool = False,
     ) -> None:
         """The next ``count`` ``/v1/`` requests whose path starts with ``path_prefix`` (any when
-        None) answer ``status`` without processing; ``Retry-After`` is set when given."""
-        self.context.faults.inject(status, count, path_prefix, retry_after)
+        None) answer ``status`` without processing; ``Retry-After`` is set when given. With
+        ``applied`` they are processed first and their success answer is replaced by ``status``
+        (an answer lost after the API acted)."""
+        self.context.faults.inject(status, count, path_prefix, retry_after, applied)
 
-    def inject_delay(self, seconds: float = 0.3, count: int | None = None) -> None:
-        """Sleep ``seconds`` before each ``/v1/`` answer (after storing); ``count`` None = until
-        cleared. Replaces any earlier delay."""
-        self.context.faults.inject_delay(seconds, count)
+    def inject_delay(
+        self, seconds: float = 0.3, count: int | None = None, path_prefix: str | None = None
+    ) -> None:
+        """Sleep ``seconds`` before each ``/v1/`` answer (after storing) — of the paths starting
+        with ``path_prefix`` when given; ``count`` None = until cleared. Replaces any earlier
+        delay."""
+        self.context.faults.inject_delay(seconds, count, path_prefix)
 
     def clear_faults(self) -> None:
         self.context.faults.clear()

@@ -131,16 +131,19 @@ class FaultRule:
     remaining: int
     path_prefix: str | None
     retry_after: int | None
+    applied: bool = False  # the request is processed first, then answered with ``status``
 
 
 class Faults:
-    """Injected failures: statuses answered instead of processing, and added latency."""
+    """Injected failures: statuses answered instead of processing (or after it, ``applied``),
+    and added latency."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
         self._delay = 0.0
         self._delay_left: int | None = None
+        self._delay_prefix: str | None = None
 
     def inject(
         self,
@@ -148,6 +151,7 @@ class Faults:
         count: int = 2,
         path_prefix: str | None = None,
         retry_after: int | None = None,
+        applied: bool = False,
     ) -> None:
         if not 400 <= status <= 599:
             raise ValueError("an injected status must be between 400 and 599")
@@ -156,9 +160,11 @@ class Faults:
         if retry_after is not None and retry_after < 0:
             raise ValueError("retry_after must not be negative")
         with self._lock:
-            self._rules.append(FaultRule(status, count, path_prefix, retry_after))
+            self._rules.append(FaultRule(status, count, path_prefix, retry_after, applied))
 
-    def inject_delay(self, seconds: float, count: int | None = None) -> None:
+    def inject_delay(
+        self, seconds: float, count: int | None = None, path_prefix: str | None = None
+    ) -> None:
         if seconds < 0:
             raise ValueError("a delay must not be negative")
         if count is not None and count < 1:
@@ -166,6 +172,7 @@ class Faults:
         with self._lock:
             self._delay = seconds
             self._delay_left = count
+            self._delay_prefix = path_prefix
 
     def take_fault(self, path: str) -> FaultRule | None:
         """The first rule matching ``path``, consumed once; None when no fault applies."""
@@ -175,12 +182,16 @@ class Faults:
                     rule.remaining -= 1
                     if rule.remaining <= 0:
                         self._rules.remove(rule)
-                    return FaultRule(rule.status, 1, rule.path_prefix, rule.retry_after)
+                    return FaultRule(
+                        rule.status, 1, rule.path_prefix, rule.retry_after, rule.applied
+                    )
             return None
 
-    def take_delay(self) -> float:
+    def take_delay(self, path: str = "") -> float:
         with self._lock:
             if self._delay <= 0:
+                return 0.0
+            if self._delay_prefix is not None and not path.startswith(self._delay_prefix):
                 return 0.0
             delay = self._delay
             if self._delay_left is not None:

@@ -257,6 +257,17 @@ def rows_by_key_query(
     )
 
 
+def all_rows_query(spec: SourceSpec, after_key: tuple[Any, ...] | None, limit: int) -> AnySelect:
+    """Every row (deleted ones too) in key order, a page at a time, with its cursor value: the
+    re-read after a mapping change."""
+    rel = source_relation(spec)
+    keys = [rel.c[k] for k in spec.key]
+    stmt = sa.select(sa.text("*"), cursor_expr(spec, rel).label(CURSOR_LABEL)).select_from(rel)
+    if after_key is not None:
+        stmt = stmt.where(tuple_after(keys, after_key))
+    return stmt.order_by(*keys).limit(limit)
+
+
 def keys_query(spec: SourceSpec, after_key: tuple[Any, ...] | None, limit: int) -> AnySelect:
     """The shop's keys in key order, a page at a time (hard-delete reconciliation)."""
     rel = source_relation(spec)

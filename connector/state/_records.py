@@ -200,8 +200,42 @@ class RecordsMixin(StoreBase):
         with self._read() as conn:
             return int(conn.scalar(query) or 0)
 
-    def forget(self, mapping: str) -> None:
-        """Drop the cursor, records and rejects of ``mapping`` (run history is kept)."""
+    # -- ShopiMind's own record ids ---------------------------------------------------------------
+
+    def remote_ids(self, mapping: str, keys: Sequence[str]) -> dict[str, str]:
+        """ShopiMind's id of each key's record, where it was learnt (others omitted)."""
+        c = t.remote_ids.c
+        by_id = {t.key_id(k): k for k in keys}
+        out: dict[str, str] = {}
+        with self._read() as conn:
+            for chunk in _chunks(list(by_id)):
+                query = sa.select(c.key_id, c.remote_id).where(
+                    c.mapping == mapping, c.key_id.in_(chunk)
+                )
+                for kid, rid in conn.execute(query):
+                    out[by_id[kid]] = str(rid)
+        return out
+
+    def keep_remote_ids(self, mapping: str, ids: dict[str, str]) -> None:
+        """Remember ShopiMind's id of each key's record (replacing what was kept)."""
+        now = utc_now()
+        rows = [
+            {"mapping": mapping, "key_id": t.key_id(k), "remote_id": v, "learned_at": now}
+            for k, v in ids.items()
+        ]
         with self._tx() as conn:
-            for table in (t.cursors, t.records, t.rejects):
+            for i in range(0, len(rows), CHUNK):
+                t.upsert(
+                    conn,
+                    t.remote_ids,
+                    rows[i : i + CHUNK],
+                    ("mapping", "key_id"),
+                    ("remote_id", "learned_at"),
+                )
+
+    def forget(self, mapping: str) -> None:
+        """Drop the cursor, records, rejects and learnt record ids of ``mapping`` (run history is
+        kept)."""
+        with self._tx() as conn:
+            for table in (t.cursors, t.records, t.rejects, t.remote_ids):
                 conn.execute(sa.delete(table).where(table.c.mapping == mapping))

@@ -169,6 +169,18 @@ meta = sa.Table(
     **MYSQL_TABLE_ARGS,
 )
 
+# ShopiMind's own id of a record, where the API deletes by it only (custom-data records): learnt
+# from the records list when a delete first needs it (connector._custom_deletes)
+remote_ids = sa.Table(
+    "connector_remote_ids",
+    metadata,
+    sa.Column("mapping", ident(), primary_key=True),
+    sa.Column("key_id", ident(), primary_key=True),
+    sa.Column("remote_id", sa.String(64), nullable=False),
+    sa.Column("learned_at", UTCDateTime(), nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
 RUN_COUNT_COLUMNS = (
     "rows_read",
     "items_sent",

@@ -267,3 +267,25 @@ def test_contact_command(env: Env) -> None:
     assert missing.code == 1 and "no ShopiMind contact for email" in missing.err
     with pytest.raises(SystemExit):  # --email or --customer-id is required
         env.cli("contact")
+
+
+def test_at_most_once_apply_then_503_never_fires_twice(env: Env) -> None:
+    """A trigger ShopiMind applied and then answered 503 is uncertain, not retried; a 429 is
+    refused before processing and is retried; no row fires twice."""
+    text = example(EVENT).replace('delivery = "at-least-once"', 'delivery = "at-most-once"')
+    mapping(env, EVENT, text)
+    sync(env)
+    time.sleep(0.05)
+    new = [str(i) for i in add_purchases(env, 5)]
+    env.sandbox.inject(503, count=2, path_prefix=TRIGGER, applied=True)
+    outs = [env.cli("sync") for _ in range(4)]  # an uncertain row fails its pass; the next goes on
+    env.sandbox.inject(429, count=1, path_prefix=TRIGGER, retry_after=0)
+    later = [str(i) for i in add_purchases(env, 1)]
+    time.sleep(0.05)
+    outs += [env.cli("sync") for _ in range(2)]
+    assert fired(env) == Counter({i: 1 for i in new + later}), [o.text for o in outs]
+    statuses = [r.status for r in env.sandbox.requests if r.path == TRIGGER]
+    assert statuses.count(503) == 2 and statuses.count(429) == 1
+    listed = env.cli("rejected", "list", "--mapping", EVENT)
+    assert listed.out.count("source=uncertain") == 2
+    assert "HTTP 503" in listed.out

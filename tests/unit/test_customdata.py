@@ -16,7 +16,7 @@ from connector.customdata import DefinitionConflictError, Provisioner, compare, 
 from connector.demo import shop
 from connector.destination.budget import Budget
 from connector.destination.client import ApiClient, RetryPolicy
-from connector.errors import MappingError
+from connector.errors import DeliveryError, MappingError
 from connector.mapping import CompiledMapping, Mapping, load_mapping_file, load_mappings
 from connector.sandbox import Sandbox
 from connector.source.reader import ShopReader
@@ -162,7 +162,7 @@ def test_every_definition_problem_reported_at_once(tmp_path: Path) -> None:
         "definition.relationships[0].field: 'ghost' is not a declared field",
         "definition.relationships[1].by: 'phone': say how the value finds the contact",
         "definition.relationships[2].to: 'orders' is not a target",
-        "source.deleted: custom data records cannot be deleted by the connector",
+        "source.deleted: custom data has no soft delete",
     ):
         assert expected in got, expected
 
@@ -298,7 +298,9 @@ def test_provisioning_is_idempotent_extends_and_refuses(
     n = len(sandbox.requests)
     assert Provisioner(client, store, declared(tmp_path)).ensure() == ident
     assert writes(sandbox, n) == [("PATCH", f"/v1/custom-data-definitions/{ident}/extend")]
-    assert store.get_cursor("loyalty") is None  # every row is read again to fill the new field
+    # the cursor stays: the definition is part of the mapping's fingerprint, whose change makes
+    # the next pass re-read every row (tests/e2e/test_remap.py)
+    assert store.get_cursor("loyalty") == Cursor("2026-05-07 10:00:00", ())
     assert [f["name"] for f in state.definitions[int(ident)]["fields"]][-1] == "since"
     n = len(sandbox.requests)
     retyped = LOYALTY.replace('name = "points", type = "number"', 'name = "points", type = "text"')
@@ -437,3 +439,29 @@ def test_sandbox_records(sandbox: Sandbox) -> None:
         for _ in range(2):
             c.post(f"/v1/custom-data-records/{free}", json=[rec])
         assert len(sandbox.context.custom.records_of(free)) == 2  # no unique keys: inserted
+
+
+def test_extension_whose_answer_was_lost_is_success(
+    tmp_path: Path, sandbox: Sandbox, client: ApiClient, store: StateStore
+) -> None:
+    small = LOYALTY.replace('    { name = "since", type = "date" },\n', "").replace(
+        'since = "since"\n', ""
+    )
+    ident = Provisioner(client, store, declared(tmp_path, small)).ensure()
+    path = f"/v1/custom-data-definitions/{ident}/extend"
+    sandbox.inject(503, count=1, path_prefix=path, applied=True)  # applied, then 503
+    n = len(sandbox.requests)
+    assert Provisioner(client, store, declared(tmp_path)).ensure() == ident
+    # the retry is refused ("already exists"): the definition is what we wanted, so it is fine
+    patches = [(r.path, r.status) for r in sandbox.requests[n:] if r.method == "PATCH"]
+    assert patches == [(path, 503), (path, 400)]
+    fields = [f["name"] for f in sandbox.context.custom.definitions[int(ident)]["fields"]]
+    assert fields.count("since") == 1
+    # an "already exists" for a definition that is NOT what we wanted is still an error
+    other = LOYALTY.replace(
+        '    { name = "since", type = "date" },\n',
+        '    { name = "since", type = "date" },\n    { name = "level", type = "number" },\n',
+    ).replace('since = "since"\n', 'since = "since"\nlevel = "points"\n')
+    sandbox.inject(400, count=1, path_prefix=path)
+    with pytest.raises(DeliveryError, match="HTTP 400"):
+        Provisioner(client, store, declared(tmp_path, other)).ensure()

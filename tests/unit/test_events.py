@@ -212,7 +212,10 @@ def fire(f: Firer, replay: bool) -> object:
         ([httpx.RemoteProtocolError], False, "uncertain", 1),  # reset after sending
         ([500], False, "uncertain", 1),
         ([502, 200], True, "sent", 2),
-        ([httpx.ConnectError, 503, 429, 200], False, "retried", 0),  # not sent / not processed
+        ([httpx.ConnectError, 429, 200], False, "retried", 0),  # not sent / not processed
+        ([503], False, "uncertain", 1),  # may be applied, then answered 503 by a gateway
+        ([408], False, "uncertain", 1),
+        ([503, 200], True, "sent", 2),
         ([400], True, "rejected", 1),
         ([409], False, "rejected", 1),
     ],
@@ -237,9 +240,9 @@ def test_retries_run_out() -> None:
     with pytest.raises(DeliveryError, match=r"gave up after 3 attempt.*same Idempotency-Key"):
         fire(f, True)
     assert len(seen) == 3
-    f, seen = firer_with([503, 503, 503])
+    f, seen = firer_with([429, 429, 429])
     with pytest.raises(DeliveryError, match="gave up after 3"):
-        fire(f, False)  # at-most-once retries a call the API says it did not process
+        fire(f, False)  # at-most-once retries a call the API refused before processing
     f, _ = firer_with([401])
     with pytest.raises(AuthError):
         fire(f, True)

@@ -607,3 +607,33 @@ def test_serve_runs_in_the_foreground_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_applied_fault_stores_then_answers_the_fault(api: httpx.Client, sb: Sandbox) -> None:
+    # through the control route: the request is processed, its answer replaced by the status
+    assert api.post(
+        "/_sandbox/faults", json={"status": 503, "count": 1, "applied": True}
+    ).json() == {"ok": True}
+    assert api.post("/v1/customers", json=[customer()]).status_code == 503
+    assert len(sb.records("customers")) == 1  # stored all the same
+    # a refused request keeps its own answer (nothing was applied to lose)
+    sb.inject(503, count=1, applied=True)
+    assert api.post("/v1/customers", json={"not": "an array"}).status_code == 400
+
+
+def test_custom_data_records_listed_and_bulk_deleted_by_id(api: httpx.Client) -> None:
+    body = {
+        "name": "points",
+        "unique_keys": ["k"],
+        "fields": [{"name": "k", "label": "K", "type": "text", "required": True}],
+    }
+    ident = api.post("/v1/custom-data-definitions", json=body).json()["data"]["id_definition"]
+    path = f"/v1/custom-data-records/{ident}"
+    assert api.post(path, json=[{"k": "a"}, {"k": "b"}, {"k": "c"}]).status_code == 200
+    listed = api.get(path, params={"limit": 100}).json()["data"]
+    by_key = {r["k"]: r["id"] for r in listed}
+    answer = api.post(f"{path}/bulk-delete", json=[by_key["a"], by_key["c"], 999_999])
+    assert answer.status_code == 200  # an unknown id is skipped
+    assert [r["k"] for r in api.get(path).json()["data"]] == ["b"]
+    assert api.post(f"{path}/bulk-delete", json=list(range(21))).status_code == 400
+    assert api.post(f"{path}/bulk-delete", json={"ids": [1]}).status_code == 400
